@@ -1,0 +1,188 @@
+"""The backend contract: a pretrained model as a batched map from slices to logits.
+
+Every backend takes raw images as a float tensor ``B 3 H W`` on the 0..255 intensity
+scale of the LGG TIFFs (stochastic modes perturb this tensor), applies its own
+preprocessing, and returns foreground **logits** ``B H W`` on the same H x W grid
+(probability = sigmoid(logit)). Logits, not probabilities, so that temperature scaling
+can act before averaging.
+
+Two-stage models (MedSAM family) split ``logits`` into ``encode`` (image → embedding,
+the expensive part) and ``decode`` (embedding + box → logits), so modes that do not
+perturb the image reuse one embedding per slice.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class WeightsError(ValueError):
+    """A checkpoint that is missing, truncated, or of the wrong model."""
+
+    def __init__(self, path: Path | str | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_weights_dir() -> Path:
+    """``$SEGUNC_WEIGHTS`` or ``data/weights`` under the current directory."""
+    return Path(os.environ.get("SEGUNC_WEIGHTS", "data/weights")).expanduser()
+
+
+def load_state_dict_file(path: Path, model: nn.Module, *, unwrap: tuple[str, ...] = ("model", "state_dict")) -> None:
+    """Load a checkpoint into ``model`` with ``strict=True``; any problem → :class:`WeightsError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(path, "weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(path, f"not a readable PyTorch checkpoint (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+    for key in unwrap:
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(path, f"checkpoint holds a {type(state).__name__}, expected a state_dict")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[:2]})")
+        raise WeightsError(path, "weights of the wrong model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+class Backend(ABC):
+    """A pretrained segmentation model behind the common batched contract."""
+
+    name: ClassVar[str]
+    #: needs a box prompt per slice (MedSAM family)
+    needs_box: ClassVar[bool] = False
+    #: needs a support set (UniverSeg)
+    needs_support: ClassVar[bool] = False
+    #: has separate ``encode`` / ``decode`` stages
+    two_stage: ClassVar[bool] = False
+    #: file names looked up in the weights folder when no path is given
+    weight_files: ClassVar[tuple[str, ...]] = ()
+    #: how to get the weights, shown when they are missing
+    weights_hint: ClassVar[str] = ""
+
+    def __init__(self, weights: Path | str | None = None, device: str | torch.device = "cpu", **options: Any):
+        self.device = torch.device(device)
+        self.options = dict(options)
+        self.weights_path: Path | None = Path(weights) if weights is not None else None
+        self.model: nn.Module = self.build()
+        self.model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    # -- construction -------------------------------------------------------------
+    @abstractmethod
+    def build(self) -> nn.Module:
+        """Create the network and load its weights (raise :class:`WeightsError` on problems)."""
+
+    @classmethod
+    def find_weights(cls, weights_dir: Path | str | None = None) -> Path | None:
+        """First of ``weight_files`` present in ``weights_dir`` (default ``$SEGUNC_WEIGHTS``)."""
+        d = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+        for name in cls.weight_files:
+            if (d / name).is_file():
+                return d / name
+        return None
+
+    def resolve_weights(self) -> Path:
+        """The weights file to load: the given path, or one found in the weights folder."""
+        if self.weights_path is not None:
+            return self.weights_path
+        found = self.find_weights(self.options.get("weights_dir"))
+        if found is None:
+            where = self.options.get("weights_dir") or default_weights_dir()
+            raise WeightsError(
+                None,
+                f"no weights for backend '{self.name}': none of {list(self.weight_files)} in {where}. {self.weights_hint}",
+            )
+        self.weights_path = found
+        return found
+
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the loaded weights file (part of every result key)."""
+        if not hasattr(self, "_sha"):
+            self._sha = file_sha256(self.weights_path) if self.weights_path else "none"
+        return self._sha
+
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the weights that changes this backend's output."""
+        return {"backend": self.name, **{k: v for k, v in sorted(self.options.items()) if k != "weights_dir"}}
+
+    # -- inference ----------------------------------------------------------------
+    @abstractmethod
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``B 3 H W`` raw float images → model input."""
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None, out_hw: tuple[int, int]) -> torch.Tensor:
+        """Preprocessed input (+ boxes ``B 4`` xyxy in original pixels) → logits ``B H W``."""
+
+    def logits(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw images ``B 3 H W`` (0..255 scale) → foreground logits ``B H W``."""
+        return self.forward(self.preprocess(images.to(self.device)), boxes, tuple(images.shape[-2:]))
+
+    # Two-stage models override these.
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"backend '{self.name}' has no separate encoder")
+
+    def decode(self, embedding: torch.Tensor, boxes: torch.Tensor | None, out_hw: tuple[int, int]) -> torch.Tensor:
+        raise NotImplementedError(f"backend '{self.name}' has no separate decoder")
+
+    def dropout_scope(self, placement: str = "all") -> list[nn.Module]:
+        """Sub-modules in which MC dropout is injected: ``all`` = whole network;
+        two-stage models also accept ``decoder`` (prompt encoder + mask decoder)."""
+        if placement != "all":
+            raise ValueError(f"backend '{self.name}' supports dropout placement 'all' only, not {placement!r}")
+        return [self.model]
+
+    def prepare_slice(self, slice_, **context: Any) -> dict[str, Any]:
+        """Per-slice extras the backend needs (box prompt...). Default: none."""
+        return {}
+
+
+def box_from_mask(mask, margin: int = 0):
+    """xyxy bounding box (float, pixels) of a boolean mask, grown by ``margin``; None if empty."""
+    import numpy as np
+
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    h, w = mask.shape
+    return np.array(
+        [max(0, xs.min() - margin), max(0, ys.min() - margin), min(w - 1, xs.max() + margin), min(h - 1, ys.max() + margin)],
+        dtype=np.float32,
+    )

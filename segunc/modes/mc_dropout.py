@@ -1,0 +1,85 @@
+"""``mc_dropout``: dropout injected at test time into a model trained without it
+(Ledda et al. 2023, "Dropout injection at test time"; Gal & Ghahramani 2016), y_i =
+f_dropout(x, p), T samples (paper §3.2: p = 0.01, T = 30). No retraining.
+
+Where: a forward hook on every *site* in the backend's dropout scope zeroes each output
+element with probability p and rescales by 1/(1-p). Sites are the activation modules
+(ReLU, GELU, SiLU, ...) and the existing ``nn.Dropout`` modules (p = 0 in LiteMedSAM) —
+i.e. where a network trained with dropout would have it. For the U-Net that is the 18
+ReLUs; for the MedSAM family ``placement='all'`` covers encoder + decoder and
+``placement='decoder'`` only the prompt encoder and mask decoder (one encoder pass per
+slice). Hooks are removed on exit, so the model is unchanged for the next mode.
+
+All T samples of a slice go through the network as one batch (chunked): each batch
+element draws its own masks, which is exactly T independent dropout samples.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from . import MODES
+from .base import Mode, SliceInput, chunks
+
+SITE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d,
+)
+
+
+def dropout_sites(scope: Iterable[nn.Module]) -> list[nn.Module]:
+    """Activation and Dropout modules under the given roots (deduplicated, in order)."""
+    seen: dict[int, nn.Module] = {}
+    for root in scope:
+        for m in root.modules():
+            if isinstance(m, SITE_TYPES):
+                seen.setdefault(id(m), m)
+    return list(seen.values())
+
+
+@contextmanager
+def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Generator | None = None) -> Iterator[int]:
+    """Within the block, every site's output is ``out * Bernoulli(1-p) / (1-p)``; yields the site count."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    sites = dropout_sites(scope)
+
+    def hook(_module, _inputs, out):
+        if not isinstance(out, torch.Tensor) or p == 0.0:
+            return out
+        keep = torch.rand(out.shape, generator=generator, device=out.device, dtype=out.dtype) >= p
+        return out * keep / (1.0 - p)
+
+    handles = [m.register_forward_hook(hook) for m in sites]
+    try:
+        yield len(sites)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@MODES.register("mc_dropout")
+class MCDropout(Mode):
+    def __init__(self, samples: int = 30, seed: int = 0, batch_size: int = 16, p: float = 0.01, placement: str = "all"):
+        super().__init__(samples, seed, batch_size, p=float(p), placement=placement)
+
+    def sample_logits(self, backend, x: SliceInput) -> torch.Tensor:
+        p, placement = self.extra["p"], self.extra["placement"]
+        scope = backend.dropout_scope(placement)
+        g = self.generator(backend, x)
+        out = []
+        with inject_dropout(scope, p, g):
+            if placement == "decoder" and backend.two_stage:
+                if x.box is None:
+                    return backend.logits(x.image, None).expand(self.samples, -1, -1)
+                emb = backend.encode(x.image)  # outside the scope: no dropout, one pass
+                for c in chunks(self.samples, self.batch_size):
+                    out.append(backend.decode(emb, x.box.expand(c.stop - c.start, -1), x.hw))
+            else:
+                for c in chunks(self.samples, self.batch_size):
+                    n = c.stop - c.start
+                    box = None if x.box is None else x.box.expand(n, -1)
+                    out.append(backend.logits(x.image.expand(n, -1, -1, -1), box))
+        return torch.cat(out)

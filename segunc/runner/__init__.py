@@ -1,0 +1,1 @@
+"""Runner: sweeps over slices (and, with the store, queued background jobs)."""

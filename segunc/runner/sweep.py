@@ -1,0 +1,80 @@
+"""A sweep: one backend × several modes over a list of slices, streamed slice by slice.
+
+A slice that fails (bad file, model error) yields a :class:`SliceOutcome` with ``error``
+set and the sweep goes on; nothing computed before it is lost.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..backends import Backend, get_backend
+from ..config import PipelineConfig
+from ..data.lgg import SliceError, SliceRef, discover, load_slice, select, tumour_only
+from ..pipeline import ModeResult, all_mode_names, evaluate_slice
+
+DEFAULT_MODES = ("normal", "mc_dropout", "tta", "noisy", "fusion", "crf")
+
+
+@dataclass
+class SliceOutcome:
+    ref: SliceRef
+    results: dict[str, ModeResult] = field(default_factory=dict)
+    error: str | None = None
+    error_file: str | None = None
+
+
+def parse_modes(spec: str | Sequence[str] | None, backend: Backend | None = None) -> list[str]:
+    """``"normal,tta"`` → validated list; None → the paper's six modes."""
+    if spec is None or spec == "" or spec == "all":
+        modes = list(DEFAULT_MODES)
+    elif isinstance(spec, str):
+        modes = [m.strip() for m in spec.split(",") if m.strip()]
+    else:
+        modes = list(spec)
+    known = all_mode_names()
+    bad = [m for m in modes if m not in known]
+    if bad:
+        raise ValueError(f"unknown mode(s) {bad}; available: {', '.join(known)}")
+    if backend is not None and not backend.needs_box and "box_jitter" in modes:
+        raise ValueError(f"mode 'box_jitter' needs a box-prompted backend; '{backend.name}' takes no box")
+    return modes
+
+
+def select_slices(data: Path | str, split: str = "val", all_slices: bool = False, limit: int | None = None,
+                  patients: Sequence[str] | None = None) -> list[SliceRef]:
+    """The sweep's slices: split filter, tumour-only unless ``all_slices``, first ``limit``."""
+    refs = select(discover(data), split, patients)
+    if not all_slices:
+        refs = tumour_only(refs)
+    return refs[:limit] if limit else refs
+
+
+def build_backend(name: str, weights: Path | str | None = None, device: str = "cpu", support_data: Path | str | None = None,
+                  data: Path | str | None = None, seed: int = 0, **options) -> Backend:
+    """Instantiate a backend; UniverSeg also gets its support set drawn from train-split slices."""
+    backend = get_backend(name, weights=weights, device=device, **options)
+    if backend.needs_support:
+        from ..backends.universeg import draw_support
+
+        root = support_data or data
+        if root is None:
+            raise ValueError("backend 'universeg' needs --support-data (train-split LGG slices)")
+        refs = draw_support(discover(root), backend.options.get("support_size", 16), backend.options.get("support_seed", seed))
+        backend.set_support([load_slice(r) for r in refs])
+    return backend
+
+
+def iter_sweep(backend: Backend, refs: Iterable[SliceRef], modes: Sequence[str], config: PipelineConfig) -> Iterator[SliceOutcome]:
+    """Evaluate each slice; yield its outcome (results or the error that stopped it)."""
+    for ref in refs:
+        try:
+            slice_ = load_slice(ref)
+            yield SliceOutcome(ref, evaluate_slice(backend, slice_, modes, config))
+        except SliceError as exc:
+            yield SliceOutcome(ref, error=str(exc), error_file=str(exc.path))
+        except Exception as exc:  # a model error on one slice must not abort the sweep
+            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            yield SliceOutcome(ref, error=f"{ref.image_path}: {tb}", error_file=str(ref.image_path))

@@ -1,0 +1,55 @@
+"""Shared fixtures. Real data comes from ../shared (or $SEGUNC_SHARED); in CI a missing
+../shared fails the tests that need it (never skips)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEGUNC_SHARED", ROOT.parent / "shared"))
+
+# A few real val slices used across tests: two tumour slices and one without tumour.
+VAL_TUMOUR = ["TCGA_CS_4941_19960909_12", "TCGA_CS_4941_19960909_14"]
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"required shared test data missing: {path} (set SEGUNC_SHARED or place ../shared beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def lgg_root(shared) -> Path:
+    return _need(shared / "lgg" / "kaggle_3m")
+
+
+@pytest.fixture(scope="session")
+def unet_weights(shared) -> Path:
+    return _need(shared / "weights" / "unet_lgg_f32.pt")
+
+
+@pytest.fixture(scope="session")
+def lgg_refs(lgg_root):
+    from segunc.data import discover
+
+    return discover(lgg_root)
+
+
+@pytest.fixture(scope="session")
+def val_slices(lgg_refs):
+    """Three real val slices: the first tumour slices of the first val patient and one empty slice."""
+    from segunc.data import load_slice, select
+
+    val = select(lgg_refs, "val")
+    loaded = [load_slice(r) for r in val[:60]]
+    tumour = [s for s in loaded if s.has_tumour][:2]
+    empty = [s for s in loaded if not s.has_tumour][:1]
+    assert len(tumour) == 2 and len(empty) == 1
+    return tumour + empty
