@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from segunc.backends import BACKENDS, WeightsError, box_from_mask
-from segunc.backends.medsam import NO_PROMPT_LOGIT, MedSAMBackend
+from segunc.backends._sam_family import NO_PROMPT_LOGIT
+from segunc.backends.medsam import MedSAMBackend
 
 
 @pytest.fixture(scope="session")

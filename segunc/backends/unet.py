@@ -93,15 +93,10 @@ class UNetBackend(Backend):
     def build(self) -> nn.Module:
         net = UNet(3, 1, 32)
         load_state_dict_file(self.resolve_weights(), net)
-        if self.device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-        return net
+        return net.to(memory_format=torch.channels_last)  # faster convolutions on CPU (oneDNN) and GPU
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = standardize(images.float())
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return standardize(images.float()).contiguous(memory_format=torch.channels_last)
 
     def forward(self, x, boxes, out_hw):
         h, w = x.shape[-2:]

@@ -12,6 +12,10 @@ slice). Hooks are removed on exit, so the model is unchanged for the next mode.
 
 All T samples of a slice go through the network as one batch (chunked): each batch
 element draws its own masks, which is exactly T independent dropout samples.
+
+Masks are drawn sparsely: the gaps between dropped elements of an i.i.d. Bernoulli(p)
+sequence are Geometric(p), so cumulative sums of geometric draws give exactly the
+dropped positions at O(p·n) random numbers instead of O(n) (100x fewer at p = 0.01).
 """
 from __future__ import annotations
 
@@ -39,6 +43,33 @@ def dropout_sites(scope: Iterable[nn.Module]) -> list[nn.Module]:
     return list(seen.values())
 
 
+def dropped_positions(n: int, p: float, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Indices in ``range(n)`` of an i.i.d. Bernoulli(p) drop pattern, via Geometric(p) gaps."""
+    if p <= 0.0 or n == 0:
+        return torch.empty(0, dtype=torch.long, device=device)
+    mean = n * p
+    chunk = int(mean + 6.0 * (mean * (1 - p)) ** 0.5 + 16)
+    parts, last = [], torch.zeros((), dtype=torch.float64, device=device)
+    while True:
+        gaps = torch.empty(chunk, dtype=torch.float64, device=device).geometric_(p, generator=generator)
+        pos = torch.cumsum(gaps, 0) + last  # 1-based positions of successive drops
+        parts.append(pos)
+        last = pos[-1]
+        if last > n:  # the sequence has passed the end: host sync only once per tensor
+            break
+    pos = torch.cat(parts)
+    return (pos[pos <= n] - 1).long()
+
+
+def drop_(out: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout ``out * Bernoulli(1-p) / (1-p)`` as a new tensor (sparse mask draw)."""
+    y = out * (1.0 / (1.0 - p))
+    flat = y.permute(0, 2, 3, 1).reshape(-1) if y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last) \
+        and not y.is_contiguous() else y.view(-1)
+    flat[dropped_positions(flat.numel(), p, generator, y.device)] = 0
+    return y
+
+
 @contextmanager
 def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Generator | None = None) -> Iterator[int]:
     """Within the block, every site's output is ``out * Bernoulli(1-p) / (1-p)``; yields the site count."""
@@ -49,8 +80,7 @@ def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Genera
     def hook(_module, _inputs, out):
         if not isinstance(out, torch.Tensor) or p == 0.0:
             return out
-        keep = torch.rand(out.shape, generator=generator, device=out.device, dtype=out.dtype) >= p
-        return out * keep / (1.0 - p)
+        return drop_(out, p, generator)
 
     handles = [m.register_forward_hook(hook) for m in sites]
     try:

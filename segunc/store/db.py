@@ -1,0 +1,121 @@
+"""The store's SQLite database: schema and connections (WAL, busy timeout, explicit transactions).
+
+Tables (one file ``store.sqlite``; see ``segunc/store/README.md`` for the full picture):
+
+* ``results``      one row per (slice, mode, settings) result: metric row, map-means, reliability
+                   bins, the map file's name, size and sha256. **The row is the commit point.**
+* ``settings``     settings_id → canonical key material (provenance of every key).
+* ``runs``         one row per sweep (run_id = job id); ``run_results`` links runs to result keys.
+* ``jobs``         queued / running / finished sweeps with progress counters;
+  ``job_slices``   per-slice progress and error text of a job's latest execution.
+* ``calibration_timing``  measured seconds per forward per (backend, device, host, stage).
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+SCHEMA_VERSION = 1
+
+METRIC_COLUMNS = ("iou", "dice", "accuracy", "precision", "recall", "nll", "ece", "brier", "certainty")
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS settings (settings_id TEXT PRIMARY KEY, material TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    settings_id TEXT NOT NULL,
+    run_id TEXT,
+    patient_id TEXT NOT NULL,
+    patient_folder TEXT,
+    slice_index INTEGER,
+    slice_id TEXT NOT NULL,
+    split TEXT,
+    image TEXT,
+    backend TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    {", ".join(f"{m} REAL" for m in METRIC_COLUMNS)},
+    seconds REAL, threshold REAL, tumour_px INTEGER, pred_px INTEGER,
+    mean_entropy REAL, mean_variance REAL, mean_mi REAL,
+    reliability TEXT,
+    height INTEGER NOT NULL, width INTEGER NOT NULL,
+    map_file TEXT NOT NULL, map_sha256 TEXT NOT NULL, map_bytes INTEGER NOT NULL,
+    has_samples INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_by_slice ON results (backend, mode, slice_id);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, backend TEXT, modes TEXT, settings_json TEXT, weights_sha256 TEXT,
+    n_slices INTEGER, created_at REAL
+);
+CREATE TABLE IF NOT EXISTS run_results (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, device TEXT NOT NULL, state TEXT NOT NULL,
+    total INTEGER, done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+    computed INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0, failed_results INTEGER NOT NULL DEFAULT 0,
+    current TEXT, error TEXT, cancel INTEGER NOT NULL DEFAULT 0, owner TEXT,
+    created_at REAL, started_at REAL, finished_at REAL, updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS job_slices (
+    job_id TEXT NOT NULL, slice_id TEXT NOT NULL, state TEXT NOT NULL, error TEXT, file TEXT,
+    computed INTEGER, skipped INTEGER, seconds REAL, updated_at REAL,
+    PRIMARY KEY (job_id, slice_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS calibration_timing (
+    backend TEXT NOT NULL, device TEXT NOT NULL, host TEXT NOT NULL, stage TEXT NOT NULL,
+    seconds REAL NOT NULL, n INTEGER NOT NULL, measured_at REAL NOT NULL,
+    PRIMARY KEY (backend, device, host, stage)
+);
+"""
+
+
+def connect(path: Path | str, timeout: float = 60.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions via :func:`transaction`), WAL, NORMAL sync."""
+    con = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":  # e.g. a network file system
+        raise sqlite3.OperationalError(f"{path}: cannot enable WAL (journal_mode={mode}); put the cache on a local disk")
+    con.execute("PRAGMA synchronous = NORMAL")
+    con.execute("PRAGMA foreign_keys = OFF")
+    return con
+
+
+@contextmanager
+def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): one writer at a time, all or nothing."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def init_schema(con: sqlite3.Connection) -> None:
+    with transaction(con):
+        for stmt in SCHEMA.split(";"):
+            if stmt.strip():
+                con.execute(stmt)
+        con.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+class ThreadConnections:
+    """One connection per thread (Streamlit serves sessions from several threads)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+
+    def get(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = connect(self.path)
+        return con

@@ -1,0 +1,334 @@
+"""Figures and images for the app and the thesis (paper §4.1, "Qualitative Evaluation").
+
+Pure functions: numpy arrays in, ``uint8`` RGB images or plotly figures out; no Streamlit.
+
+* :func:`overlay` — prediction against ground truth on the MRI slice: true positives, false
+  positives and false negatives in three colour-blind-safe colours (Okabe & Ito 2008: yellow,
+  vermillion, sky blue; they stay apart under simulated protan-, deutan- and tritanopia).
+* :func:`colorize` / :func:`colorbar_html` — uncertainty heatmaps on one shared scale.
+* :func:`distribution_figure` — box / violin plots of a metric by mode and backend, each point
+  carrying its result ``key`` and ``slice_id`` as ``customdata`` (click → slice).
+* :func:`reliability_figure`, :func:`calibration_figure` — calibration (paper §4.1).
+* :func:`pvalue_figure`, :func:`tumour_profile_figure`.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from .metrics import HIGHER_IS_BETTER, ece_from_bins
+from .stats import METRIC_LABELS, order_modes
+
+__all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
+           "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
+           "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label"]
+
+#: Okabe-Ito colours for the three outcomes of a prediction against the ground truth
+OUTCOME_COLORS = {"TP": (240, 228, 66), "FP": (213, 94, 0), "FN": (86, 180, 233)}
+OUTCOME_LABELS = {"TP": "true positive (tumour found)", "FP": "false positive (over-segmented)",
+                  "FN": "false negative (tumour missed)"}
+_OKABE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+BACKEND_COLORS = {"unet": "#0072B2", "litemedsam": "#E69F00", "medsam": "#009E73", "universeg": "#CC79A7"}
+MODE_COLORS = {"normal": "#555555", "mc_dropout": "#0072B2", "tta": "#E69F00", "noisy": "#009E73",
+               "box_jitter": "#F0E442", "fusion": "#D55E00", "crf": "#CC79A7"}
+MODE_LABELS = {"normal": "Normal", "mc_dropout": "MC dropout", "tta": "TTA", "noisy": "Noisy",
+               "box_jitter": "Box jitter", "fusion": "Fusion", "crf": "CRF"}
+#: uncertainty maps a user can pick, with their theoretical ranges (binary probabilities, entropy in bits)
+MAP_LABELS = {"entropy": "Entropy (bits)", "variance": "Variance", "mutual_information": "Mutual information (bits)",
+              "expected_entropy": "Expected entropy (bits)", "mean": "Foreground probability"}
+MAP_RANGES = {"entropy": (0.0, 1.0), "variance": (0.0, 0.25), "mutual_information": (0.0, 1.0),
+              "expected_entropy": (0.0, 1.0), "mean": (0.0, 1.0)}
+_FONT = dict(family="Inter, Source Sans Pro, sans-serif", size=13)
+
+
+def mode_label(mode: str) -> str:
+    return MODE_LABELS.get(mode, mode)
+
+
+def _color(table: Mapping[str, str], name: str, i: int) -> str:
+    return table.get(name, _OKABE[i % len(_OKABE)])
+
+
+# ------------------------------------------------------------------------------- images
+def to_rgb(image: np.ndarray, channel: int | None = 1) -> np.ndarray:
+    """An LGG slice (H, W, 3) uint8 as a displayable RGB image: one channel as grey (default FLAIR), or all three."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        g = img
+    elif channel is None:
+        return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+    else:
+        g = img[..., channel]
+    g = g.astype(np.float32)
+    lo, hi = float(g.min()), float(g.max())
+    g = (g - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(g)
+    g = g.astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=2)
+
+
+def outcome_counts(pred: np.ndarray, target: np.ndarray) -> dict[str, int]:
+    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+    return {"TP": int((pred & target).sum()), "FP": int((pred & ~target).sum()), "FN": int((~pred & target).sum())}
+
+
+def overlay(image: np.ndarray, pred: np.ndarray | None, target: np.ndarray | None, alpha: float = 0.6,
+            channel: int | None = 1) -> np.ndarray:
+    """RGB uint8 image with TP / FP / FN pixels blended in :data:`OUTCOME_COLORS`.
+
+    ``pred=None`` shows the ground truth alone (as TP colour); ``target=None`` shows the prediction
+    alone (FP colour would mislead, so it is drawn in the TP colour as well).
+    """
+    base = to_rgb(image, channel).astype(np.float32)
+    h, w = base.shape[:2]
+    empty = np.zeros((h, w), bool)
+    p = empty if pred is None else np.asarray(pred, bool)
+    t = empty if target is None else np.asarray(target, bool)
+    if p.shape != (h, w) or t.shape != (h, w):
+        raise ValueError(f"masks {p.shape} / {t.shape} do not match image {(h, w)}")
+    if pred is None or target is None:
+        regions = {"TP": p | t}
+    else:
+        regions = {"TP": p & t, "FP": p & ~t, "FN": ~p & t}
+    for name, m in regions.items():
+        if m.any():
+            base[m] = (1 - alpha) * base[m] + alpha * np.asarray(OUTCOME_COLORS[name], np.float32)
+    return np.clip(base + 0.5, 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _lut(colorscale: str) -> np.ndarray:
+    cols = sample_colorscale(colorscale, list(np.linspace(0, 1, 256)), colortype="tuple")
+    return np.clip(np.round(np.asarray(cols, dtype=np.float64) * (255 if max(map(max, cols)) <= 1 else 1)), 0, 255).astype(np.uint8)
+
+
+def colorize(values: np.ndarray, vmin: float, vmax: float, colorscale: str = "Viridis") -> np.ndarray:
+    """Map a float (H, W) array to RGB uint8 through a plotly colour scale, clipped to [vmin, vmax]."""
+    v = np.asarray(values, dtype=np.float32)
+    span = float(vmax) - float(vmin)
+    z = np.zeros_like(v) if span <= 0 else (v - float(vmin)) / span
+    idx = np.clip(np.nan_to_num(z, nan=0.0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return _lut(colorscale)[idx]
+
+
+def colorbar_html(vmin: float, vmax: float, label: str, colorscale: str = "Viridis", ticks: int = 5) -> str:
+    """A horizontal colour bar (HTML/CSS) for a row of :func:`colorize` panels sharing one scale."""
+    stops = ", ".join(f"rgb{tuple(int(c) for c in _lut(colorscale)[i])} {i / 255 * 100:.1f}%" for i in range(0, 256, 32)) \
+        + f", rgb{tuple(int(c) for c in _lut(colorscale)[255])} 100%"
+    vals = np.linspace(vmin, vmax, ticks)
+    digits = 3 if vmax - vmin < 0.1 else 2
+    tick_html = "".join(f"<span>{v:.{digits}f}</span>" for v in vals)
+    return (f'<div style="max-width:520px;margin:0.2rem 0 0.6rem 0;font-size:0.8rem">'
+            f'<div style="margin-bottom:2px">{label}</div>'
+            f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right, {stops})"></div>'
+            f'<div style="display:flex;justify-content:space-between">{tick_html}</div></div>')
+
+
+def legend_html() -> str:
+    """Legend of the TP / FP / FN colours of :func:`overlay`."""
+    items = "".join(
+        f'<span style="display:inline-flex;align-items:center;margin-right:1.1rem">'
+        f'<span style="width:14px;height:14px;border-radius:3px;margin-right:6px;display:inline-block;'
+        f'background:rgb{OUTCOME_COLORS[k]};border:1px solid #0003"></span>{k}: {OUTCOME_LABELS[k]}</span>'
+        for k in ("TP", "FP", "FN"))
+    return f'<div style="font-size:0.85rem;margin:0.2rem 0 0.5rem 0">{items}</div>'
+
+
+def crop_box(masks: Sequence[np.ndarray], shape: tuple[int, int], margin: int = 16,
+             min_size: int = 64) -> tuple[int, int, int, int]:
+    """Square box (y0, y1, x0, x1) around the union of ``masks`` plus ``margin``; whole image if all empty."""
+    h, w = shape
+    union = np.zeros((h, w), bool)
+    for m in masks:
+        if m is not None:
+            union |= np.asarray(m, bool)
+    if not union.any():
+        return 0, h, 0, w
+    ys, xs = np.nonzero(union)
+    cy, cx = (ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2
+    side = int(min(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) + 2 * margin, max(h, w)))
+    side = min(max(side, min_size), h, w)
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    return y0, y0 + side, x0, x0 + side
+
+
+def crop(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    y0, y1, x0, x1 = box
+    return img[y0:y1, x0:x1]
+
+
+# ------------------------------------------------------------------------------ figures
+def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+    fig.update_layout(template="plotly_white", height=height, font=_FONT, margin=dict(l=60, r=20, t=50 if title else 20, b=40),
+                      title=dict(text=title, x=0.0, xanchor="left") if title else None,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0),
+                      hoverlabel=dict(font_size=12))
+    return fig
+
+
+def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points: str | bool = "all",
+                        height: int = 430, title: str | None = None) -> go.Figure:
+    """Box (``kind='box'``) or violin plot of ``metric`` by mode (x), one colour per backend.
+
+    Every point's ``customdata`` is ``[key, slice_id, patient_id, backend, mode]`` so a click can
+    open that slice; hover names the slice. ``points``: ``'all'``, ``'outliers'`` or ``False``.
+    """
+    if kind not in ("box", "violin"):
+        raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}")
+    if metric not in df.columns:
+        raise KeyError(f"no metric column {metric!r}")
+    modes = order_modes(df["mode"])
+    labels = {m: mode_label(m) for m in modes}
+    fig = go.Figure()
+    cols = [c for c in ("key", "slice_id", "patient_id", "backend", "mode") if c in df.columns]
+    for i, (backend, g) in enumerate(df.groupby("backend", sort=False, observed=True)):
+        g = g.assign(_x=g["mode"].map(labels))
+        custom = np.stack([g[c].astype(str).to_numpy() if c in g else np.full(len(g), "") for c in
+                           ("key", "slice_id", "patient_id", "backend", "mode")], axis=1)
+        hover = (f"<b>%{{customdata[1]}}</b><br>{backend} · %{{customdata[4]}}<br>"
+                 f"{METRIC_LABELS.get(metric, metric)} = %{{y:.4f}}<extra></extra>")
+        common = dict(x=g["_x"], y=g[metric], name=backend, legendgroup=backend, customdata=custom,
+                      hovertemplate=hover, marker=dict(color=_color(BACKEND_COLORS, backend, i), size=5, opacity=0.75),
+                      line=dict(color=_color(BACKEND_COLORS, backend, i)))
+        if kind == "box":
+            fig.add_trace(go.Box(boxpoints=points, jitter=0.35, pointpos=0, boxmean=True, **common))
+        else:
+            fig.add_trace(go.Violin(points=points, jitter=0.35, pointpos=0, box_visible=True, meanline_visible=True,
+                                    spanmode="hard", scalemode="width", **common))
+    arrow = "↑ higher is better" if HIGHER_IS_BETTER.get(metric, True) else "↓ lower is better"
+    fig.update_xaxes(categoryorder="array", categoryarray=[labels[m] for m in modes], title=None)
+    fig.update_yaxes(title=f"{METRIC_LABELS.get(metric, metric)} ({arrow})", zeroline=False)
+    if kind == "box":
+        fig.update_layout(boxmode="group")
+    else:
+        fig.update_layout(violinmode="group")
+    _layout(fig, height, title)
+    fig.update_layout(clickmode="event+select", dragmode="zoom")
+    return fig
+
+
+def reliability_figure(bins: Mapping[tuple[str, str], Mapping[str, np.ndarray]], height_per_row: int = 270) -> go.Figure:
+    """Top-label reliability diagrams: one panel per (backend, mode), accuracy vs confidence per bin.
+
+    ``bins[(backend, mode)] = {"counts", "sum_confidence", "sum_correct"}`` pooled over slices
+    (:func:`segunc.metrics.reliability_bins` summed). Bars: accuracy of each bin; hatched gap to the
+    diagonal: miscalibration; panel title: pooled ECE. Empty bins are left out.
+    """
+    if not bins:
+        raise ValueError("no reliability bins to plot")
+    backends = list(dict.fromkeys(b for b, _ in bins))
+    modes = order_modes(m for _, m in bins)
+    ece = {k: ece_from_bins(v["counts"], v["sum_confidence"], v["sum_correct"]) for k, v in bins.items()}
+    titles = [f"{b} · {mode_label(m)}<br><sup>ECE {ece[(b, m)]:.4f}</sup>" if (b, m) in bins else "" for b in backends
+              for m in modes]
+    fig = make_subplots(rows=len(backends), cols=len(modes), subplot_titles=titles, shared_xaxes=True, shared_yaxes=True,
+                        horizontal_spacing=0.02, vertical_spacing=0.16 if len(backends) > 1 else 0.1)
+    lo_edge = 0.0
+    n_bins = len(next(iter(bins.values()))["counts"])
+    if all(np.asarray(v["counts"])[: n_bins // 2].sum() == 0 for v in bins.values()):
+        lo_edge = 0.5  # top-label confidence lives in [0.5, 1]
+    width = 1.0 / n_bins
+    for r, b in enumerate(backends, 1):
+        for c, m in enumerate(modes, 1):
+            v = bins.get((b, m))
+            if v is None:
+                continue
+            n = np.asarray(v["counts"], float)
+            ok = n > 0
+            centres = (np.arange(n_bins) + 0.5) * width
+            acc = np.divide(np.asarray(v["sum_correct"], float), n, out=np.zeros_like(n), where=ok)
+            conf = np.divide(np.asarray(v["sum_confidence"], float), n, out=np.zeros_like(n), where=ok)
+            share = n / max(n.sum(), 1)
+            custom = np.stack([conf, n, share], axis=1)[ok]
+            fig.add_trace(go.Bar(x=centres[ok], y=acc[ok], width=width * 0.92, marker_color=_color(MODE_COLORS, m, c),
+                                 name=mode_label(m), legendgroup=m, showlegend=False, customdata=custom,
+                                 hovertemplate="accuracy %{y:.4f}<br>mean confidence %{customdata[0]:.4f}<br>"
+                                               "%{customdata[1]:,.0f} px (%{customdata[2]:.2%})<extra></extra>"),
+                          row=r, col=c)
+            fig.add_trace(go.Bar(x=centres[ok], y=conf[ok] - acc[ok], base=acc[ok], width=width * 0.92,
+                                 marker=dict(color="rgba(213,94,0,0.18)", line=dict(color="#D55E00", width=1),
+                                             pattern=dict(shape="/", fgcolor="#D55E00", size=5)),
+                                 showlegend=False, hoverinfo="skip"), row=r, col=c)
+            fig.add_trace(go.Scatter(x=[lo_edge, 1], y=[lo_edge, 1], mode="lines", line=dict(color="#333", dash="dot", width=1),
+                                     showlegend=False, hoverinfo="skip"), row=r, col=c)
+    fig.update_xaxes(range=[lo_edge, 1.0], dtick=0.1 if lo_edge else 0.2)
+    fig.update_yaxes(range=[lo_edge if lo_edge else 0, 1.0])
+    for r in range(1, len(backends) + 1):
+        fig.update_yaxes(title_text="accuracy", row=r, col=1)
+    for c in range(1, len(modes) + 1):
+        fig.update_xaxes(title_text="confidence", row=len(backends), col=c)
+    fig.update_layout(barmode="overlay")
+    _layout(fig, max(300, height_per_row * len(backends) + 60))
+    fig.update_annotations(font_size=12)
+    return fig
+
+
+def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece", "brier"), height: int = 380) -> go.Figure:
+    """Mean ± bootstrap CI of the calibration metrics by mode, one panel per metric, one colour per backend.
+
+    ``desc`` is :func:`segunc.stats.describe` output.
+    """
+    metrics = [m for m in metrics if m in set(desc["metric"])]
+    if not metrics:
+        raise ValueError("no calibration metrics in the descriptive table")
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[f"{METRIC_LABELS.get(m, m)} (↓ lower is better)" for m in metrics],
+                        horizontal_spacing=0.07)
+    modes = order_modes(desc["mode"])
+    for c, metric in enumerate(metrics, 1):
+        d = desc[desc["metric"] == metric]
+        for i, (backend, g) in enumerate(d.groupby("backend", sort=False)):
+            g = g.set_index("mode").reindex([m for m in modes if m in set(g["mode"])])
+            fig.add_trace(go.Bar(x=[mode_label(m) for m in g.index], y=g["mean"], name=backend, legendgroup=backend,
+                                 showlegend=c == 1, marker_color=_color(BACKEND_COLORS, backend, i),
+                                 error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["mean"],
+                                              arrayminus=g["mean"] - g["ci_low"], thickness=1.2, width=3),
+                                 customdata=np.stack([g["median"], g["ci_low"], g["ci_high"], g["n"]], axis=1),
+                                 hovertemplate=f"{backend} · %{{x}}<br>mean %{{y:.4f}} [%{{customdata[1]:.4f}}, "
+                                               "%{customdata[2]:.4f}]<br>median %{customdata[0]:.4f} · n=%{customdata[3]}<extra></extra>"),
+                          row=1, col=c)
+    fig.update_layout(barmode="group")
+    _layout(fig, height)
+    fig.update_annotations(font_size=13)
+    return fig
+
+
+def pvalue_figure(pairs: pd.DataFrame, alpha: float = 0.05, height: int = 360) -> go.Figure:
+    """Matrix of Holm-adjusted p-values of :func:`segunc.stats.pairwise_wilcoxon`; text: p and rank-biserial r."""
+    modes = order_modes([*pairs["mode_a"], *pairs["mode_b"]])
+    k = len(modes)
+    idx = {m: i for i, m in enumerate(modes)}
+    z = np.full((k, k), np.nan)
+    text = np.full((k, k), "", dtype=object)
+    for _, r in pairs.iterrows():
+        i, j = idx[r["mode_a"]], idx[r["mode_b"]]
+        p = r["p_holm"]
+        for a, b, sign in ((i, j, 1), (j, i, -1)):
+            z[a, b] = -np.log10(max(p, 1e-300)) if np.isfinite(p) else np.nan
+            ptxt = "n/a" if not np.isfinite(p) else ("<0.001" if p < 1e-3 else f"{p:.3f}")
+            text[a, b] = f"p={ptxt}<br>r={sign * r['rank_biserial']:+.2f}" + (" *" if np.isfinite(p) and p < alpha else "")
+    labels = [mode_label(m) for m in modes]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", textfont=dict(size=11),
+                               colorscale="Blues", zmin=0, zmax=max(3.0, float(np.nanmax(z)) if np.isfinite(z).any() else 3.0),
+                               colorbar=dict(title="−log₁₀ p<br>(Holm)"), hoverongaps=False,
+                               hovertemplate="%{y} vs %{x}<br>%{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    _layout(fig, height)
+    return fig
+
+
+def tumour_profile_figure(df: pd.DataFrame, current: int | None = None, height: int = 220) -> go.Figure:
+    """Tumour area (pixels) per slice index of one patient; ``df`` has ``index`` and ``tumour_px``."""
+    colors = ["#D55E00" if i == current else "#0072B2" for i in df["index"]]
+    fig = go.Figure(go.Bar(x=df["index"], y=df["tumour_px"], marker_color=colors,
+                           hovertemplate="slice %{x}<br>%{y:,} tumour px<extra></extra>"))
+    fig.update_xaxes(title="slice number")
+    fig.update_yaxes(title="tumour px")
+    _layout(fig, height)
+    fig.update_layout(showlegend=False, margin=dict(l=60, r=20, t=10, b=40), bargap=0.1)
+    return fig

@@ -1,0 +1,90 @@
+"""One real slice through the whole method: modes → uncertainty → fusion → CRF → metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segunc.backends import BACKENDS
+from segunc.config import FusionConfig, PipelineConfig
+from segunc.fusion import normalized_weights
+from segunc.metrics import METRIC_NAMES
+from segunc.pipeline import MAP_NAMES, evaluate_slice, required_modes
+
+ALL = ["normal", "mc_dropout", "tta", "noisy", "fusion", "crf"]
+
+
+@pytest.fixture(scope="module")
+def unet(unet_weights):
+    return BACKENDS.get("unet")(weights=unet_weights)
+
+
+@pytest.fixture(scope="module")
+def results(unet, val_slices):
+    cfg = PipelineConfig(samples=3, keep_samples=True)
+    return evaluate_slice(unet, val_slices[1], ALL, cfg), cfg
+
+
+def test_plan_orders_dependencies():
+    cfg = PipelineConfig()
+    assert required_modes(["crf"], cfg) == ["mc_dropout", "tta", "noisy", "fusion", "crf"]
+    assert required_modes(["crf", "fusion", "normal"], cfg) == ["mc_dropout", "tta", "noisy", "normal", "fusion", "crf"]
+    samples = PipelineConfig(fusion=FusionConfig(source="samples", sample_mode="noisy"))
+    assert required_modes(["fusion"], samples) == ["noisy", "fusion"]
+
+
+def test_every_mode_has_maps_and_finite_metrics(results, val_slices):
+    res, _ = results
+    assert list(res) == ALL
+    for name, r in res.items():
+        assert set(r.maps) == {*MAP_NAMES, "mask"}
+        for k in MAP_NAMES:
+            assert r.maps[k].shape == (256, 256) and r.maps[k].dtype == np.float32 and np.isfinite(r.maps[k]).all()
+        assert r.maps["mask"].dtype == bool
+        assert list(r.metrics) == list(METRIC_NAMES)
+        assert all(np.isfinite(v) for v in r.metrics.values()), (name, r.metrics)
+        assert r.tumour_px == int(val_slices[1].mask.sum())
+    assert res["normal"].metrics["dice"] > 0.2  # a small tumour at the edge of the volume
+    assert res["normal"].maps["variance"].max() == 0  # one pass: no spread
+    assert res["mc_dropout"].samples.shape == (3, 256, 256)
+    assert res["tta"].samples.shape == (30, 256, 256)
+
+
+def test_stochastic_modes_spread_and_calibrate(results):
+    res, _ = results
+    for m in ("mc_dropout", "tta", "noisy"):
+        assert res[m].maps["variance"].max() > 0
+        assert np.all(res[m].maps["mutual_information"] <= res[m].maps["entropy"] + 1e-6)
+
+
+def test_fusion_is_the_uncertainty_weighted_mean(results):
+    res, cfg = results
+    comps = [res[m].maps for m in cfg.fusion.sources]
+    w = normalized_weights(np.stack([c["entropy"] for c in comps]), "inverse")
+    expected = (w * np.stack([c["mean"] for c in comps])).sum(0)
+    assert np.allclose(res["fusion"].maps["mean"], expected, atol=1e-5)
+    assert res["fusion"].seconds >= sum(res[m].seconds for m in cfg.fusion.sources)
+    assert np.array_equal(res["crf"].maps["variance"], res["fusion"].maps["variance"])
+
+
+def test_post_modes_alone_compute_what_they_need(unet, val_slices, results):
+    res, cfg = results
+    only = evaluate_slice(unet, val_slices[1], ["crf"], cfg)
+    assert list(only) == ["crf"]
+    assert np.allclose(only["crf"].maps["mean"], res["crf"].maps["mean"], atol=1e-5)  # seeded: same result
+
+
+def test_empty_slice_gives_no_nan(unet, val_slices):
+    res = evaluate_slice(unet, val_slices[2], ["normal", "noisy"], PipelineConfig(samples=2))
+    for r in res.values():
+        assert all(np.isfinite(v) for v in r.metrics.values())
+
+
+def test_all_zero_slice_gives_no_nan(unet, val_slices):
+    import copy
+
+    s = copy.deepcopy(val_slices[1])
+    s.image[:] = 0
+    res = evaluate_slice(unet, s, ["normal", "mc_dropout", "fusion"], PipelineConfig(samples=2,
+                         fusion=FusionConfig(source="samples")))
+    for r in res.values():
+        assert all(np.isfinite(v) for v in r.metrics.values()), r.metrics
