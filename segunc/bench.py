@@ -130,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
     opts = {"weights": args.weights} if args.weights else {}
+    if args.precision != "fp32":
+        opts["precision"] = args.precision
     if args.backend in ("litemedsam", "medsam"):
         opts["channels"] = "flair3"
     backend = BACKENDS.get(args.backend)(device=device, **opts)
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="segunc/raw batch (default 8 on CPU, 64 on GPU)")
     p.add_argument("--placement", default="all", choices=["all", "decoder"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (CUDA only)")
     args = p.parse_args(argv)
     if args.batch_size is None:
         args.batch_size = 64 if args.device.startswith("cuda") else 8

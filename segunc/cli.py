@@ -1,12 +1,13 @@
 """Command line: ``python -m segunc <command>``.
 
 ``evaluate`` runs one backend under several inference modes on LGG slices and writes one
-CSV row per (slice, backend, mode).
+CSV row per (slice, backend, mode). ``run`` computes a sweep into the results store (only what
+is missing), ``worker`` executes queued sweeps in the background, ``export`` writes stored
+rows as CSV / Parquet and ``gc`` cleans the store. ``evaluate`` goes through the store too.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -72,54 +73,138 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+def add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None, help="results store folder (default: $SEGUNC_CACHE or data/cache)")
 
-    from .backends import WeightsError
-    from .data import DataError
-    from .metrics import METRIC_NAMES
-    from .runner.sweep import build_backend, iter_sweep, parse_modes, select_slices
-    from .summary import summary_table
+
+def spec_from_args(args: argparse.Namespace):
+    """The sweep of ``args`` as a :class:`segunc.runner.jobs.JobSpec`."""
+    from .runner.jobs import JobSpec
+
+    return JobSpec(data=args.data or default_data(), backend=args.backend, weights=args.weights, modes=args.modes,
+                   split=args.split, all_slices=args.all_slices, limit=args.limit, config=config_from_args(args),
+                   backend_options=backend_options(args), device=args.device, support_data=args.support_data,
+                   keep_samples=bool(getattr(args, "keep_samples", False)) or None)
+
+
+def _sweep(args: argparse.Namespace):
+    """Validate the selection, open the store, run the sweep through it: (store, spec, job id, counts, refs)."""
+    from .runner.sweep import parse_modes, select_slices
+    from .runner.worker import run_sweep
+    from .store import ResultStore
 
     data = args.data or default_data()
-    try:
-        refs = select_slices(data, args.split, args.all_slices, args.limit)
-        if not refs:
-            return _fail(f"{data}: no slices in split '{args.split}'" + ("" if args.all_slices else " with tumour"))
-        backend = build_backend(args.backend, args.weights, args.device, args.support_data, data, args.seed,
-                                **backend_options(args))
-        modes = parse_modes(args.modes, backend)
-    except (DataError, WeightsError, ValueError, KeyError) as exc:
-        return _fail(str(exc).strip("'\""))
-    config = config_from_args(args)
-    torch.set_grad_enabled(False)
+    refs = select_slices(data, args.split, args.all_slices, args.limit)
+    if not refs:
+        raise ValueError(f"{data}: no slices in split '{args.split}'" + ("" if args.all_slices else " with tumour"))
+    parse_modes(args.modes)
+    spec = spec_from_args(args)
+    store = ResultStore(args.cache)
+    job_id, counts = run_sweep(store, spec, refs=refs, progress=True)
+    return store, spec, job_id, counts, refs
 
+
+def _sweep_errors() -> tuple:
+    from .backends import WeightsError
+    from .data import DataError
+
+    return (DataError, WeightsError, ValueError, KeyError)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Sweep through the store (computing only what it lacks), then write this sweep's rows as CSV."""
+    import pandas as pd
+
+    from .metrics import METRIC_NAMES
+    from .summary import summary_table
+
+    try:
+        store, spec, job_id, counts, refs = _sweep(args)
+    except _sweep_errors() as exc:
+        return _fail(str(exc).strip("'\""))
+    modes = spec.mode_list()
+    df = store.metrics_frame(run_ids=[job_id])
+    rank = {m: i for i, m in enumerate(modes)}
+    df = df[df["mode"].isin(rank)]
+    df = df.assign(_s=pd.factorize(df["slice_id"])[0], _m=df["mode"].map(rank)).sort_values(["_s", "_m"], kind="stable")
+    fields = ["patient_id", "slice_id", "backend", "mode", *METRIC_NAMES, "seconds", "threshold", "tumour_px", "pred_px"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["patient_id", "slice_id", "backend", "mode", *METRIC_NAMES, "seconds", "threshold", "tumour_px", "pred_px"]
-    rows, failures = [], []
-    with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        bar = tqdm(refs, desc=f"{backend.name} × {len(modes)} modes", unit="slice", file=sys.stderr)
-        for outcome in iter_sweep(backend, bar, modes, config):
-            if outcome.error:
-                failures.append(outcome)
-                bar.write(f"FAILED {outcome.ref.slice_id}: {outcome.error}")
-                continue
-            for res in outcome.results.values():
-                row = res.row(backend.name)
-                writer.writerow(row)
-                rows.append(row)
-            fh.flush()
+    df[fields].to_csv(out, index=False)
+    rows = df[fields].to_dict("records")
     print(summary_table(rows, modes))
-    print(f"wrote {len(rows)} rows for {len(refs) - len(failures)} slices to {out}")
-    if failures:
-        print(f"{len(failures)} slice(s) failed:")
-        for f in failures:
-            print(f"  {f.ref.slice_id}: {f.error}")
+    n_slices = df["slice_id"].nunique()
+    print(f"wrote {len(rows)} rows for {n_slices} slices to {out}")
+    if counts.errors:
+        print(f"{len(counts.errors)} slice(s) failed:")
+        for slice_id, error in counts.errors:
+            print(f"  {slice_id}: {error}")
     return 0 if rows or not refs else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Compute a sweep into the store; last line ``DONE computed=N skipped=M failed=K``."""
+    if args.background:
+        from .runner.jobs import ensure_worker, estimate_cost, submit_job
+        from .store import ResultStore
+
+        try:
+            spec = spec_from_args(args)
+            store = ResultStore(args.cache)
+            job_id = submit_job(store, spec)
+            cost = estimate_cost(spec, store=store)
+        except _sweep_errors() as exc:
+            return _fail(str(exc).strip("'\""))
+        alive = ensure_worker(store.root, args.device)
+        print(f"job {job_id} queued ({cost['slices']} slices, {cost['human']}); worker {'running' if alive else 'NOT started'}")
+        return 0 if alive else 1
+    try:
+        store, spec, job_id, counts, refs = _sweep(args)
+    except _sweep_errors() as exc:
+        return _fail(str(exc).strip("'\""))
+    print(f"job {job_id}: {len(refs)} slices x {len(spec.mode_list())} modes in {store.root}")
+    for slice_id, error in counts.errors:
+        print(f"FAILED {slice_id}: {error}")
+    print(counts.line())
+    return 0 if counts.computed + counts.skipped or not refs else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import time
+
+    from .runner.worker import worker_loop
+    from .store import default_cache_dir
+
+    root = Path(args.cache or default_cache_dir()).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return worker_loop(root, args.device, idle_exit=args.idle_exit, poll=args.poll,
+                       log=lambda msg: print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True))
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .store import ResultStore
+
+    store = ResultStore(args.cache)
+    try:
+        n = store.export(args.out, args.format, backends=_csv(args.backend), modes=_csv(args.modes),
+                         slice_ids=_csv(args.slices), run_ids=_csv(args.run))
+    except ValueError as exc:
+        return _fail(str(exc))
+    print(f"exported {n} rows to {args.out}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .store import ResultStore
+
+    store = ResultStore(args.cache)
+    report = store.gc(grace_s=args.grace, verify=args.verify)
+    print(" ".join(f"{k}={v}" for k, v in {**report, **store.stats()}.items()))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,8 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("evaluate", help="evaluate a backend under inference modes; write per-slice metrics CSV")
     add_selection_args(ev)
+    add_store_args(ev)
     ev.add_argument("--out", required=True, type=Path, help="CSV file to write")
     ev.set_defaults(func=cmd_evaluate)
+
+    run = sub.add_parser("run", help="compute a sweep into the results store (only what is missing)")
+    add_selection_args(run)
+    add_store_args(run)
+    run.add_argument("--keep-samples", action="store_true", help="also store the T sample maps (float16)")
+    run.add_argument("--background", action="store_true", help="queue it for the background worker (started if needed)")
+    run.set_defaults(func=cmd_run)
+
+    wk = sub.add_parser("worker", help="execute queued sweeps one at a time (one worker per device)")
+    add_store_args(wk)
+    wk.add_argument("--device", default="cpu")
+    wk.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds without jobs")
+    wk.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the queue")
+    wk.set_defaults(func=cmd_worker)
+
+    ex = sub.add_parser("export", help="write stored metric rows as CSV or Parquet")
+    add_store_args(ex)
+    ex.add_argument("--out", required=True, type=Path, help=".csv or .parquet file")
+    ex.add_argument("--format", default=None, choices=["csv", "parquet"], help="default: from the file suffix")
+    ex.add_argument("--backend", default=None, help="comma list of backends")
+    ex.add_argument("--modes", default=None, help="comma list of modes")
+    ex.add_argument("--slices", default=None, help="comma list of slice ids")
+    ex.add_argument("--run", default=None, help="comma list of run (job) ids")
+    ex.set_defaults(func=cmd_export)
+
+    gc = sub.add_parser("gc", help="remove orphan map files; --verify also drops corrupt results")
+    add_store_args(gc)
+    gc.add_argument("--grace", type=float, default=3600.0, help="keep unreferenced files younger than this (seconds)")
+    gc.add_argument("--verify", action="store_true", help="check every stored map file (checksum, decode)")
+    gc.set_defaults(func=cmd_gc)
     return parser
 
 

@@ -27,7 +27,8 @@ from .stats import METRIC_LABELS, order_modes
 
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
-           "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label"]
+           "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label",
+           "grid_png"]
 
 #: Okabe-Ito colours for the three outcomes of a prediction against the ground truth
 OUTCOME_COLORS = {"TP": (240, 228, 66), "FP": (213, 94, 0), "FN": (86, 180, 233)}
@@ -332,3 +333,33 @@ def tumour_profile_figure(df: pd.DataFrame, current: int | None = None, height: 
     _layout(fig, height)
     fig.update_layout(showlegend=False, margin=dict(l=60, r=20, t=10, b=40), bargap=0.1)
     return fig
+
+
+def grid_png(rows: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[str], col_labels: Sequence[str],
+             cell: int = 192, pad: int = 6) -> bytes:
+    """A labelled PNG of image panels (rows × columns, ``None`` = empty cell), e.g. the Compare grid."""
+    from io import BytesIO
+
+    from PIL import Image, ImageDraw
+
+    if len(rows) != len(row_labels):
+        raise ValueError("one label per row")
+    n_cols = max((len(r) for r in rows), default=0)
+    left, top = 150, 22
+    w = left + n_cols * (cell + pad) + pad
+    h = top + len(rows) * (cell + pad) + pad
+    canvas = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, name in enumerate(col_labels[:n_cols]):
+        draw.text((left + j * (cell + pad) + 4, 5), str(name), fill=(20, 20, 20))
+    for i, (row, name) in enumerate(zip(rows, row_labels)):
+        y = top + i * (cell + pad)
+        draw.text((6, y + cell // 2 - 6), str(name), fill=(20, 20, 20))
+        for j, img in enumerate(row):
+            if img is None:
+                continue
+            tile = Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)).resize((cell, cell), Image.NEAREST)
+            canvas.paste(tile, (left + j * (cell + pad), y))
+    buf = BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()

@@ -29,7 +29,7 @@ def test_evaluate_writes_rows_and_summary(lgg_root, unet_weights, tmp_path):
         assert col in df.columns
     assert len(df) == 2 * 4 and set(df["mode"]) == {"normal", "mc_dropout", "noisy", "fusion"}
     assert df[list(METRIC_NAMES)].notna().all().all()
-    assert "dice median" in r.stdout and "fusion" in r.stdout
+    assert "median / mean" in r.stdout and "unet/fusion" in r.stdout
 
 
 def test_evaluate_goes_on_after_a_bad_slice(lgg_refs, unet_weights, tmp_path):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backend, box_from_mask
+from .base import Backend, box_from_mask, minmax01
 
 NO_PROMPT_LOGIT = -20.0
 CHANNEL_POLICIES = ("flair3", "rgb")
@@ -31,14 +31,6 @@ def select_channels(images: torch.Tensor, policy: str) -> torch.Tensor:
     if policy == "flair3":
         return images[:, 1:2].expand(-1, 3, -1, -1)
     raise ValueError(f"unknown channel policy {policy!r}; expected one of {CHANNEL_POLICIES}")
-
-
-def minmax01(x: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max scaling to [0, 1]: ``(x - min) / max(max - min, 1e-8)``."""
-    flat = x.flatten(1)
-    lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
-    hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
-    return (x - lo) / (hi - lo).clamp_min(1e-8)
 
 
 class SamFamilyBackend(Backend):
@@ -65,7 +57,8 @@ class SamFamilyBackend(Backend):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Raw ``B 3 H W`` → image embedding ``B 256 64 64``."""
-        return self.model.image_encoder(self.preprocess(images.to(self.device)))
+        with self.autocast():
+            return self.model.image_encoder(self.preprocess(images.to(self.device)))
 
     def _scale_boxes(self, boxes: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
         h, w = out_hw
@@ -86,9 +79,10 @@ class SamFamilyBackend(Backend):
             embedding = embedding.expand(boxes.shape[0], -1, -1, -1)  # a view: no copy
         elif embedding.shape[0] != boxes.shape[0]:
             raise ValueError(f"{embedding.shape[0]} embeddings for {boxes.shape[0]} boxes")
-        sparse, dense = self.model.prompt_encoder(points=None, boxes=self._scale_boxes(boxes, out_hw)[:, None, :], masks=None)
-        low_res = self._mask_decoder(embedding, sparse, dense)
-        return F.interpolate(low_res, size=out_hw, mode="bilinear", align_corners=False)[:, 0]
+        with self.autocast():
+            sparse, dense = self.model.prompt_encoder(points=None, boxes=self._scale_boxes(boxes, out_hw)[:, None, :], masks=None)
+            low_res = self._mask_decoder(embedding, sparse, dense)
+        return F.interpolate(low_res.float(), size=out_hw, mode="bilinear", align_corners=False)[:, 0]
 
     def _mask_decoder(self, embedding: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Single-mask low-res logits ``B 1 256 256`` for paired embeddings and prompts."""

@@ -12,6 +12,7 @@ perturb the image reuse one embedding per slice.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from abc import ABC, abstractmethod
@@ -151,9 +152,18 @@ class Backend(ABC):
     def forward(self, x: torch.Tensor, boxes: torch.Tensor | None, out_hw: tuple[int, int]) -> torch.Tensor:
         """Preprocessed input (+ boxes ``B 4`` xyxy in original pixels) → logits ``B H W``."""
 
+    def autocast(self):
+        """bf16 autocast on CUDA when ``precision='bf16'`` (checked against fp32 by the
+        benchmark); fp32 otherwise. Outputs are always returned as float32."""
+        if self.options.get("precision", "fp32") == "bf16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def logits(self, images: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """Raw images ``B 3 H W`` (0..255 scale) → foreground logits ``B H W``."""
-        return self.forward(self.preprocess(images.to(self.device)), boxes, tuple(images.shape[-2:]))
+        with self.autocast():
+            out = self.forward(self.preprocess(images.to(self.device)), boxes, tuple(images.shape[-2:]))
+        return out.float()
 
     # Two-stage models override these.
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -186,3 +196,11 @@ def box_from_mask(mask, margin: int = 0):
         [max(0, xs.min() - margin), max(0, ys.min() - margin), min(w - 1, xs.max() + margin), min(h - 1, ys.max() + margin)],
         dtype=np.float32,
     )
+
+
+def minmax01(x: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max scaling to [0, 1]: ``(x - min) / max(max - min, 1e-8)``."""
+    flat = x.flatten(1)
+    lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
+    hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
+    return (x - lo) / (hi - lo).clamp_min(1e-8)

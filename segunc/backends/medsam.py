@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import BACKENDS
-from ._sam_family import SamFamilyBackend, minmax01
-from .base import WeightsError, load_state_dict_file
+from ._sam_family import SamFamilyBackend
+from .base import WeightsError, load_state_dict_file, minmax01
 
 
 @BACKENDS.register("medsam")

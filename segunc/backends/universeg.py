@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import BACKENDS
-from .base import Backend, load_state_dict_file
+from .base import Backend, load_state_dict_file, minmax01
 from .universeg_net import universeg_v1
 
 CHANNEL_POLICIES = ("flair", "luminance")
@@ -50,21 +50,13 @@ def select_channel(images: torch.Tensor, policy: str) -> torch.Tensor:
     raise ValueError(f"unknown channel policy {policy!r}; expected one of {CHANNEL_POLICIES}")
 
 
-def _minmax01(x: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max scaling of ``N 1 H W`` to [0, 1] (constant image → 0)."""
-    flat = x.flatten(1)
-    lo = flat.min(dim=1).values.view(-1, 1, 1, 1)
-    hi = flat.max(dim=1).values.view(-1, 1, 1, 1)
-    return (x - lo) / (hi - lo).clamp_min(1e-8)
-
-
 def prepare_images(images: torch.Tensor, policy: str, size: int = INPUT_SIZE) -> torch.Tensor:
     """Raw ``N 3 H W`` (0..255) → ``N 1 size size`` in [0, 1]."""
     x = select_channel(images.float(), policy)
     if tuple(x.shape[-2:]) != (size, size):
         down = x.shape[-1] > size or x.shape[-2] > size
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=down)
-    return _minmax01(x)
+    return minmax01(x)
 
 
 def prepare_labels(masks: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:

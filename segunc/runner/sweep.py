@@ -1,18 +1,20 @@
 """A sweep: one backend × several modes over a list of slices, streamed slice by slice.
 
 A slice that fails (bad file, model error) yields a :class:`SliceOutcome` with ``error``
-set and the sweep goes on; nothing computed before it is lost.
+set and the sweep goes on; nothing computed before it is lost. An optional ``plan`` hook
+chooses, per slice, which of the modes still need computing (the results store passes the
+modes it lacks); a slice with nothing to compute is not even loaded.
 """
 from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ..backends import Backend, get_backend
 from ..config import PipelineConfig
-from ..data.lgg import SliceError, SliceRef, discover, load_slice, select, tumour_only
+from ..data.lgg import Slice, SliceError, SliceRef, discover, load_slice, select, tumour_only
 from ..pipeline import ModeResult, all_mode_names, evaluate_slice
 
 DEFAULT_MODES = ("normal", "mc_dropout", "tta", "noisy", "fusion", "crf")
@@ -24,6 +26,8 @@ class SliceOutcome:
     results: dict[str, ModeResult] = field(default_factory=dict)
     error: str | None = None
     error_file: str | None = None
+    planned: list[str] | None = None  # the modes this slice was asked for (after ``plan``)
+    slice_: Slice | None = None  # the loaded slice (None if skipped or unreadable)
 
 
 def parse_modes(spec: str | Sequence[str] | None, backend: Backend | None = None) -> list[str]:
@@ -57,24 +61,28 @@ def build_backend(name: str, weights: Path | str | None = None, device: str = "c
     """Instantiate a backend; UniverSeg also gets its support set drawn from train-split slices."""
     backend = get_backend(name, weights=weights, device=device, **options)
     if backend.needs_support:
-        from ..backends.universeg import draw_support
-
         root = support_data or data
         if root is None:
             raise ValueError("backend 'universeg' needs --support-data (train-split LGG slices)")
-        refs = draw_support(discover(root), backend.options.get("support_size", 16), backend.options.get("support_seed", seed))
-        backend.set_support([load_slice(r) for r in refs])
+        backend.set_support_from_refs(discover(root))
     return backend
 
 
-def iter_sweep(backend: Backend, refs: Iterable[SliceRef], modes: Sequence[str], config: PipelineConfig) -> Iterator[SliceOutcome]:
-    """Evaluate each slice; yield its outcome (results or the error that stopped it)."""
+def iter_sweep(backend: Backend, refs: Iterable[SliceRef], modes: Sequence[str], config: PipelineConfig,
+               plan: Callable[[SliceRef], Sequence[str]] | None = None) -> Iterator[SliceOutcome]:
+    """Evaluate each slice; yield its outcome (results or the error that stopped it).
+
+    ``plan(ref)`` (optional) returns the subset of ``modes`` to compute for that slice."""
     for ref in refs:
+        todo = list(modes) if plan is None else list(plan(ref))
+        if not todo:
+            yield SliceOutcome(ref, planned=[])
+            continue
         try:
             slice_ = load_slice(ref)
-            yield SliceOutcome(ref, evaluate_slice(backend, slice_, modes, config))
+            yield SliceOutcome(ref, evaluate_slice(backend, slice_, todo, config), planned=todo, slice_=slice_)
         except SliceError as exc:
-            yield SliceOutcome(ref, error=str(exc), error_file=str(exc.path))
+            yield SliceOutcome(ref, error=str(exc), error_file=str(exc.path), planned=todo)
         except Exception as exc:  # a model error on one slice must not abort the sweep
             tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            yield SliceOutcome(ref, error=f"{ref.image_path}: {tb}", error_file=str(ref.image_path))
+            yield SliceOutcome(ref, error=f"{ref.image_path}: {tb}", error_file=str(ref.image_path), planned=todo)

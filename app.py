@@ -1,0 +1,47 @@
+"""segunc: pixel-wise uncertainty for pretrained medical segmentation models — the app.
+
+    streamlit run app.py        (or: make app)
+
+Data from ``$SEGUNC_DATA`` (default data/lgg/kaggle_3m), weights from ``$SEGUNC_WEIGHTS``
+(default data/weights), results store at ``$SEGUNC_CACHE`` (default data/cache).
+The pages are thin: they read the store and call :mod:`segunc.stats` and :mod:`segunc.viz`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # `segunc` and `pages._common` import from the repository root
+    sys.path.insert(0, str(ROOT))
+
+from pages._common import PAGE_FILES, keep_state  # noqa: E402
+
+st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=":material/blur_on:", layout="wide",
+                   initial_sidebar_state="expanded")
+st.markdown(
+    """<style>
+    .block-container {padding-top: 2.2rem; padding-bottom: 2rem;}
+    [data-testid="stImageCaption"] {font-size: 0.78rem; line-height: 1.25;}
+    [data-testid="stMetricValue"] {font-size: 1.6rem;}
+    </style>""",
+    unsafe_allow_html=True,
+)
+keep_state()
+
+pages = {
+    "": [st.Page(PAGE_FILES["home"], title="Set-up", icon=":material/home:", default=True)],
+    "Data and runs": [
+        st.Page(PAGE_FILES["dataset"], title="Dataset", icon=":material/photo_library:", url_path="dataset"),
+        st.Page(PAGE_FILES["run"], title="Run", icon=":material/play_circle:", url_path="run"),
+    ],
+    "Results": [
+        st.Page(PAGE_FILES["compare"], title="Compare a slice", icon=":material/view_column:", url_path="compare"),
+        st.Page(PAGE_FILES["metrics"], title="Metrics", icon=":material/bar_chart:", url_path="metrics"),
+        st.Page(PAGE_FILES["calibration"], title="Calibration", icon=":material/tune:", url_path="calibration"),
+    ],
+}
+page = st.navigation(pages)
+page.run()

@@ -1,0 +1,270 @@
+"""Shared glue of the app pages: cached store and data access, the results filter, the error guard.
+
+No results are computed here: statistics live in :mod:`segunc.stats`, figures in :mod:`segunc.viz`,
+results in :mod:`segunc.store`. Heavy objects (the store, maps, slices) are cached with
+``st.cache_resource`` (shared, never copied), tables with ``st.cache_data``; table caches are keyed by
+the store's modification time, so new results show up without a restart.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+log = logging.getLogger("segunc.app")
+
+#: page files by short name (st.navigation registers these; st.switch_page takes them)
+PAGE_FILES = {"home": "pages/home.py", "dataset": "pages/dataset.py", "run": "pages/run.py",
+              "compare": "pages/compare.py", "metrics": "pages/metrics.py", "calibration": "pages/calibration.py"}
+#: widget keys whose values survive page switches (see :func:`keep_state`)
+STICKY = ("f_backends", "f_modes", "f_split", "f_runs")
+
+
+# -------------------------------------------------------------------------------- errors
+def explain(exc: BaseException) -> str:
+    """A one-paragraph, traceback-free description of what went wrong."""
+    from segunc.backends import WeightsError
+    from segunc.data import DataError, SliceError
+
+    msg = str(exc).strip().strip("'\"") or type(exc).__name__
+    if isinstance(exc, SliceError):
+        return f"A slice file could not be read: {msg}"
+    if isinstance(exc, DataError):
+        return f"The LGG data folder is not usable: {msg}. Set `SEGUNC_DATA` to the `kaggle_3m` folder."
+    if isinstance(exc, WeightsError):
+        return f"Model weights problem: {msg}"
+    if isinstance(exc, KeyError):
+        return f"Not found: {msg}"
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return f"File problem: {msg}"
+    if isinstance(exc, MemoryError):
+        return "Out of memory; narrow the selection (fewer backends, modes or slices)."
+    return f"{type(exc).__name__}: {msg}"
+
+
+@contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Run a page body (or one section of it); any error becomes a clear ``st.error`` naming ``what``.
+
+    Streamlit's own control flow (``st.rerun``, ``st.switch_page``, ``st.stop``) raises
+    ``BaseException`` subclasses and passes through untouched. The traceback goes to the server log.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the point of the guard
+        log.exception("app: %s failed", what)
+        st.error(f"**{what} could not be shown.** {explain(exc)}", icon=":material/error:")
+
+
+# --------------------------------------------------------------------------------- paths
+def data_root() -> Path:
+    from segunc.cli import default_data
+
+    return default_data()
+
+
+def store_root() -> Path:
+    from segunc.store import default_cache_dir
+
+    return Path(default_cache_dir())
+
+
+def store_version(root: Path | str | None = None) -> float:
+    """Newest modification time among the store folder's top-level entries (database, WAL, ...)."""
+    root = Path(root or store_root())
+    try:
+        with os.scandir(root) as it:
+            return max((e.stat().st_mtime for e in it), default=0.0)
+    except OSError:
+        return 0.0
+
+
+# --------------------------------------------------------------------------------- store
+@st.cache_resource(show_spinner=False)
+def _store(root: str):
+    from segunc.store import ResultStore
+
+    return ResultStore(root)
+
+
+def store():
+    return _store(str(store_root()))
+
+
+@st.cache_data(show_spinner="Loading results…", max_entries=4)
+def _metrics_frame(root: str, version: float) -> pd.DataFrame:
+    df = _store(root).metrics_frame()
+    if df is None or df.empty:
+        return pd.DataFrame(columns=["key", "run_id", "patient_id", "slice_id", "split", "backend", "mode"])
+    if "created_at" in df.columns:
+        df = df.sort_values("created_at", kind="stable")
+    df = df.drop_duplicates("key", keep="last") if "key" in df.columns else df
+    for c in ("backend", "mode", "split", "run_id"):
+        if c in df.columns:
+            df[c] = df[c].astype(str)
+    return df.reset_index(drop=True)
+
+
+def metrics_frame() -> pd.DataFrame:
+    """Every metric row in the store (one per result key), cached until the store changes."""
+    root = store_root()
+    return _metrics_frame(str(root), store_version(root))
+
+
+@st.cache_resource(show_spinner=False, max_entries=192)
+def _maps(root: str, key: str) -> dict[str, np.ndarray]:
+    return _store(root).load_maps(key)
+
+
+def load_maps(key: str) -> dict[str, np.ndarray] | None:
+    """The stored maps of one result (read-only; shared between sessions), None if missing."""
+    try:
+        return _maps(str(store_root()), key)
+    except KeyError:
+        return None
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _reliability(root: str, version: float, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    out = _store(root).reliability(list(keys))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def reliability(keys) -> dict[str, np.ndarray]:
+    root = store_root()
+    return _reliability(str(root), store_version(root), tuple(sorted(keys)))
+
+
+# ---------------------------------------------------------------------------------- data
+@st.cache_data(show_spinner="Scanning the data folder…", ttl=600)
+def slice_index(root: str) -> pd.DataFrame:
+    """One row per slice file: slice_id, patient_id, patient_folder, index, split, image, mask paths."""
+    from segunc.data import discover
+
+    refs = discover(root)
+    return pd.DataFrame({"slice_id": [r.slice_id for r in refs], "patient_id": [r.patient_id for r in refs],
+                         "patient_folder": [r.patient_folder for r in refs], "index": [r.index for r in refs],
+                         "split": [r.split for r in refs], "image_path": [str(r.image_path) for r in refs],
+                         "mask_path": [str(r.mask_path) for r in refs]})
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _slice_arrays(image_path: str, mask_path: str):
+    from segunc.data import load_image, load_mask
+
+    image = load_image(image_path)
+    return image, load_mask(mask_path, image.shape[:2])
+
+
+def slice_arrays(slice_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image H W 3 uint8, mask H W bool) of a slice in the data folder; KeyError if unknown."""
+    idx = slice_index(str(data_root()))
+    row = idx[idx["slice_id"] == slice_id]
+    if row.empty:
+        raise KeyError(f"slice {slice_id} is not in the data folder {data_root()}")
+    r = row.iloc[0]
+    return _slice_arrays(r["image_path"], r["mask_path"])
+
+
+@st.cache_data(show_spinner="Reading masks…", max_entries=512)
+def tumour_sizes(mask_paths: tuple[str, ...]) -> list[int]:
+    """Tumour pixels of each mask (a missing or unreadable mask counts as -1)."""
+    from segunc.data import SliceError, load_mask
+
+    out = []
+    for p in mask_paths:
+        try:
+            out.append(int(load_mask(p).sum()))
+        except SliceError:
+            out.append(-1)
+    return out
+
+
+# ---------------------------------------------------------------------------- page bits
+def keep_state() -> None:
+    """Keep the shared filter widgets' values when the user switches pages."""
+    for k in STICKY:
+        if k in st.session_state:
+            st.session_state[k] = st.session_state[k]
+
+
+def open_clicked(event, source: str) -> None:
+    """A clicked distribution point (``customdata`` = key, slice_id, patient_id, backend, mode) → that slice
+    on the Compare page; once per click (the chart keeps its selection across reruns)."""
+    pts = event.selection.points if event else []
+    custom = pts[0].get("customdata") if pts else None
+    if not custom or len(custom) < 5:
+        return
+    marker = (source, custom[0])
+    if st.session_state.get("_last_click") == marker:
+        return
+    st.session_state["_last_click"] = marker
+    st.switch_page(PAGE_FILES["compare"], query_params={"slice": custom[1], "focus": f"{custom[3]}:{custom[4]}"})
+
+
+def no_results(message: str = "The results store is empty.") -> None:
+    st.info(f"{message} Queue a sweep on the **Run** page, or point `SEGUNC_CACHE` at an existing store "
+            f"(now `{store_root()}`).", icon=":material/inbox:")
+    st.page_link(PAGE_FILES["run"], label="Go to Run", icon=":material/play_arrow:")
+
+
+def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> pd.DataFrame:
+    """Sidebar filters (backends, modes, split, runs) shared by the result pages; returns the selection."""
+    from segunc.stats import order_modes
+
+    with st.sidebar:
+        st.subheader("Results")
+        backends = list(dict.fromkeys(df["backend"]))
+        modes = order_modes(df["mode"])
+        splits = [s for s in ("val", "test", "train") if s in set(df.get("split", []))]
+        _valid("f_backends", backends)
+        _valid("f_modes", modes)
+        sel_b = st.multiselect("Backends", backends, key="f_backends", **_default("f_backends", backends))
+        sel_m = st.multiselect("Modes", modes, key="f_modes", **_default("f_modes", modes_default or modes))
+        if st.session_state.get("f_split") not in ("all", *splits):
+            st.session_state.pop("f_split", None)
+        split = st.selectbox("Split", ["all", *splits], key="f_split", disabled=len(splits) < 2)
+        runs = list(dict.fromkeys(df["run_id"])) if "run_id" in df.columns else []
+        sel_r = runs
+        if len(runs) > 1:
+            _valid("f_runs", runs)
+            sel_r = st.multiselect("Runs", runs, key="f_runs", help="Results of each run; leave all for every run",
+                                   **_default("f_runs", runs))
+    out = df[df["backend"].isin(sel_b) & df["mode"].isin(sel_m)]
+    if split != "all" and "split" in out.columns:
+        out = out[out["split"] == split]
+    if runs and len(sel_r) < len(runs):
+        out = out[out["run_id"].isin(sel_r)]
+    dup = out.duplicated(["backend", "mode", "slice_id"]).sum()
+    if dup:
+        st.sidebar.warning(f"{dup} slice result(s) exist under several settings (runs); statistics average them. "
+                           "Pick runs to compare like with like.", icon=":material/warning:")
+    return out
+
+
+def _default(key: str, value) -> dict:
+    """``default=`` only for a widget whose value Session State does not hold yet (avoids Streamlit's warning)."""
+    return {} if key in st.session_state else {"default": value}
+
+
+def _valid(key: str, options: list[str]) -> None:
+    """Drop remembered selections that are no longer options (e.g. after a filter elsewhere)."""
+    if key in st.session_state:
+        st.session_state[key] = [v for v in st.session_state[key] if v in options]
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None or not np.isfinite(s):
+        return "–"
+    s = float(s)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"

@@ -1,0 +1,216 @@
+"""Compare a slice: one panel per backend × mode — prediction against ground truth and uncertainty map.
+
+Deep links: ``?slice=<slice_id>&backend=unet,litemedsam&mode=normal,fusion&map=entropy&focus=unet:tta``
+(every parameter optional). The address bar follows the view, so it can be copied at any time.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pages._common import PAGE_FILES, guard, load_maps, metrics_frame, no_results, result_filters, slice_arrays
+from segunc import viz
+from segunc.metrics import METRIC_NAMES
+from segunc.stats import METRIC_LABELS, order_modes
+
+MAPS = ("entropy", "variance", "mutual_information")
+SORTS = {"slice": "Slice id", "dice_asc": "Dice, worst first", "dice_desc": "Dice, best first",
+         "unc_desc": "Mean uncertainty, highest first", "unc_asc": "Mean uncertainty, lowest first"}
+MEAN_COL = {"entropy": "mean_entropy", "variance": "mean_variance", "mutual_information": "mean_mi"}
+CHANNEL_NAMES = {0: "pre-contrast", 1: "FLAIR", 2: "post-contrast"}
+ss = st.session_state
+
+
+def _natural(slice_id: str) -> tuple[str, int]:
+    head, _, tail = slice_id.rpartition("_")
+    return (head, int(tail)) if tail.isdigit() else (slice_id, -1)
+
+
+def _apply_link(df: pd.DataFrame) -> None:
+    """Query parameters → widget state, once per distinct link (before the widgets are drawn)."""
+    qp = st.query_params
+    link = tuple(qp.get(k) for k in ("slice", "backend", "mode", "map", "focus"))
+    if not any(link) or ss.get("_cmp_link") == link:
+        return
+    ss["_cmp_link"] = link
+    slice_id, backends, modes, map_name, focus = link
+    if slice_id:
+        ss["cmp_slice"] = slice_id
+    if backends:
+        ss["f_backends"] = [b for b in backends.split(",") if b in set(df["backend"])]
+    if modes:
+        ss["f_modes"] = [m for m in modes.split(",") if m in set(df["mode"])]
+    if map_name in MAPS:
+        ss["cmp_map"] = map_name
+    ss["cmp_focus"] = focus or ""
+    if focus and ":" in focus:  # sort by the clicked result's backend and mode
+        ss["cmp_ref_backend"], ss["cmp_ref_mode"] = focus.split(":", 1)
+
+
+def _step(order: list[str], delta: int) -> None:
+    cur = ss.get("cmp_slice")
+    i = order.index(cur) if cur in order else -1
+    ss["cmp_slice"] = order[(i + delta) % len(order)]
+
+
+def _metric_lines(row: pd.Series) -> str:
+    def f(k, d=3):
+        return f"{row[k]:.{d}f}" if k in row and pd.notna(row[k]) else "–"
+    secs = f"{row['seconds']:.1f} s" if "seconds" in row and pd.notna(row["seconds"]) else ""
+    return (f"Dice **{f('dice')}** · IoU {f('iou')} · P {f('precision', 2)} · R {f('recall', 2)}  \n"
+            f"NLL {f('nll')} · ECE {f('ece', 4)} · Brier {f('brier', 4)}  \n"
+            f"certainty {f('certainty')} · {int(row.get('pred_px', 0)):,} px predicted {('· ' + secs) if secs else ''}")
+
+
+st.title("Compare a slice")
+
+with guard("The slice comparison"):
+    df = metrics_frame()
+    if df.empty:
+        no_results()
+        st.stop()
+    _apply_link(df)
+    sel = result_filters(df)
+    if sel.empty:
+        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
+        st.stop()
+    backends = list(dict.fromkeys(sel["backend"]))
+    modes = order_modes(sel["mode"])
+
+    # ---------------------------------------------------------------- controls
+    c1, c2, c3, c4, c5 = st.columns([1.4, 1.0, 1.0, 1.1, 0.9])
+    if ss.get("cmp_sort") not in SORTS:
+        ss["cmp_sort"] = "slice"
+    sort = c1.selectbox("Order slices by", list(SORTS), format_func=SORTS.get, key="cmp_sort")
+    for key, opts in (("cmp_ref_backend", backends), ("cmp_ref_mode", modes)):
+        if ss.get(key) not in opts:
+            ss[key] = opts[0] if key == "cmp_ref_backend" or "normal" not in opts else "normal"
+    ref_b = c2.selectbox("… of backend", backends, key="cmp_ref_backend", disabled=sort == "slice")
+    ref_m = c3.selectbox("… and mode", modes, key="cmp_ref_mode", disabled=sort == "slice", format_func=viz.mode_label)
+    if ss.get("cmp_map") not in MAPS:
+        ss["cmp_map"] = "entropy"
+    map_name = c4.selectbox("Uncertainty map", MAPS, key="cmp_map", format_func=lambda m: viz.MAP_LABELS[m])
+    channel = c5.selectbox("Image channel", list(CHANNEL_NAMES), index=1, key="cmp_channel", format_func=CHANNEL_NAMES.get)
+
+    slices = sorted(sel["slice_id"].unique(), key=_natural)
+    if sort == "slice":
+        order, score = slices, {}
+    else:
+        col = "dice" if sort.startswith("dice") else MEAN_COL[map_name]
+        ref = sel[(sel["backend"] == ref_b) & (sel["mode"] == ref_m)]
+        score = ref.groupby("slice_id")[col].mean().to_dict() if col in ref.columns else {}
+        ranked = sorted(score, key=lambda s: (score[s], _natural(s)), reverse=sort.endswith("desc"))
+        order = ranked + [s for s in slices if s not in score]
+    if ss.get("cmp_slice") not in order:
+        ss["cmp_slice"] = order[0]
+
+    n1, n2, n3, n4 = st.columns([0.5, 4, 0.5, 1.6], vertical_alignment="bottom")
+    n1.button("Previous", key="cmp_prev", on_click=_step, args=(order, -1), icon=":material/chevron_left:",
+              shortcut="Left", width="stretch", help="Previous slice (← key)")
+    label = (lambda s: f"{s}  ·  {SORTS[sort].split(',')[0]} {score[s]:.3f}" if s in score else s)
+    slice_id = n2.selectbox("Slice", order, key="cmp_slice", format_func=label)
+    n3.button("Next", key="cmp_next", on_click=_step, args=(order, 1), icon=":material/chevron_right:",
+              shortcut="Right", width="stretch", help="Next slice (→ key)")
+    pos = order.index(slice_id)
+    n4.markdown(f"**{pos + 1}** of {len(order)} slices")
+
+    with st.expander("Display options"):
+        o1, o2, o3, o4 = st.columns(4)
+        zoom = o1.toggle("Zoom to the tumour", value=True, key="cmp_zoom")
+        shared = o2.radio("Colour scale", ["max of the shown panels", "full theoretical range"], key="cmp_scale",
+                          help="One scale is shared by every uncertainty panel either way")
+        cmap = o3.selectbox("Colour map", ["Viridis", "Inferno", "Cividis", "Magma"], key="cmp_cmap")
+        alpha = o4.slider("Overlay opacity", 0.2, 1.0, 0.6, 0.05, key="cmp_alpha")
+
+    st.query_params.update({"slice": slice_id, "map": map_name})
+    for k in ("backend", "mode"):
+        full = list(dict.fromkeys(df[k]))
+        shown = backends if k == "backend" else modes
+        if set(shown) != set(full):
+            st.query_params[k] = ",".join(shown)
+        elif k in st.query_params:
+            del st.query_params[k]
+    focus = ss.get("cmp_focus", "")
+
+    # ------------------------------------------------------------------ data
+    image, gt = slice_arrays(slice_id)
+    rows = sel[sel["slice_id"] == slice_id].set_index(["backend", "mode"])
+    rows = rows[~rows.index.duplicated(keep="last")]
+    maps = {bm: load_maps(rows.loc[bm, "key"]) for bm in rows.index}
+    missing_maps = [bm for bm, m in maps.items() if m is None]
+    lo, hi = viz.MAP_RANGES[map_name]
+    if shared.startswith("max"):
+        vals = [float(np.max(m[map_name])) for m in maps.values() if m is not None]
+        hi = max(vals) if vals and max(vals) > 0 else hi
+    box = viz.crop_box([gt, *[m["mask"] for m in maps.values() if m is not None]], gt.shape) if zoom \
+        else (0, gt.shape[0], 0, gt.shape[1])
+
+    # ----------------------------------------------------------------- header
+    h1, h2 = st.columns([1, 3])
+    with h1:
+        st.image(viz.crop(viz.overlay(image, None, gt, alpha=0.35, channel=channel), box),
+                 caption=f"{CHANNEL_NAMES[channel]} + ground truth", width="stretch")
+    with h2:
+        pid = rows["patient_id"].iloc[0] if "patient_id" in rows.columns and len(rows) else slice_id.rsplit("_", 2)[0]
+        split = rows["split"].iloc[0] if "split" in rows.columns and len(rows) else "?"
+        st.markdown(f"### {slice_id}\nPatient **{pid}** · split **{split}** · tumour **{int(gt.sum()):,} px** "
+                    f"({gt.mean():.2%} of the image) · {len(rows)} stored results")
+        st.markdown(viz.legend_html(), unsafe_allow_html=True)
+        st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", cmap),
+                    unsafe_allow_html=True)
+        if missing_maps:
+            st.warning("Maps missing in the store for " + ", ".join(f"{b}/{m}" for b, m in missing_maps)
+                       + "; their metrics are still shown.", icon=":material/warning:")
+        st.page_link(PAGE_FILES["dataset"], label="This patient in the Dataset browser",
+                     icon=":material/photo_library:", query_params={"patient": slice_id.rsplit("_", 1)[0]})
+
+    # ------------------------------------------------------------------- grid
+    grid_rows: list[list[np.ndarray | None]] = []
+    grid_labels: list[str] = []
+    for backend in backends:
+        st.subheader(backend, divider="gray")
+        cols = st.columns(len(modes))
+        ov_row: list[np.ndarray | None] = [None] * len(modes)
+        heat_row: list[np.ndarray | None] = [None] * len(modes)
+        for j, (col, mode) in enumerate(zip(cols, modes)):
+            with col:
+                title = viz.mode_label(mode)
+                if f"{backend}:{mode}" == focus:
+                    title = f":blue[**{title}**] :material/my_location:"
+                else:
+                    title = f"**{title}**"
+                if (backend, mode) not in rows.index:
+                    st.markdown(title)
+                    st.caption("not computed for this slice")
+                    continue
+                r = rows.loc[(backend, mode)]
+                m = maps.get((backend, mode))
+                with st.container(border=True):
+                    st.markdown(title)
+                    if m is not None:
+                        ov = viz.crop(viz.overlay(image, m["mask"], gt, alpha=alpha, channel=channel), box)
+                        heat = viz.crop(viz.colorize(m[map_name], lo, hi, cmap), box)
+                        st.image(ov, width="stretch")
+                        st.image(heat, width="stretch")
+                        ov_row[j], heat_row[j] = ov, heat
+                    st.caption(_metric_lines(r))
+        if any(x is not None for x in ov_row):
+            grid_rows += [ov_row, heat_row]
+            grid_labels += [f"{backend} prediction", f"{backend} {map_name}"]
+
+    # -------------------------------------------------------------- downloads
+    st.subheader("This slice's metrics", divider="gray")
+    present = [c for c in METRIC_NAMES if c in rows.columns]
+    table = rows[present + [c for c in ("seconds", "pred_px", "threshold") if c in rows.columns]].reset_index()
+    table["mode"] = pd.Categorical(table["mode"], order_modes(table["mode"]), ordered=True)
+    table = table.sort_values(["backend", "mode"])
+    st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
+                 column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f") for c in present})
+    d1, d2, _ = st.columns([1, 1, 3])
+    d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{slice_id}_metrics.csv",
+                       mime="text/csv", icon=":material/download:", width="stretch")
+    if grid_rows:
+        d2.download_button("Panels (PNG)", lambda: viz.grid_png(grid_rows, grid_labels, [viz.mode_label(m) for m in modes]),
+                           file_name=f"{slice_id}_{map_name}.png", mime="image/png", icon=":material/image:",
+                           width="stretch")

@@ -1,0 +1,131 @@
+"""Set-up: what data, weights and results were found, and the pipeline at a glance."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import PAGE_FILES, data_root, guard, metrics_frame, slice_index, store, store_root, tumour_sizes
+
+PIPELINE_DOT = """
+digraph G {
+  rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.35;
+  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, color="#9AA5B1", fillcolor="#F2F5F9"];
+  edge [color="#6B7785", arrowsize=0.7];
+  img [label="LGG slice\\n(pre-contrast · FLAIR · post-contrast)"];
+  model [label="Pretrained backend\\nU-Net · LiteMedSAM · MedSAM · UniverSeg", fillcolor="#DCEBF7"];
+  subgraph cluster_modes { label="Stochastic inference (T samples)"; fontname="Helvetica"; fontsize=10; color="#C9D2DC";
+    normal [label="Normal\\n(1 pass)"]; mc [label="MC dropout\\np = 0.01"]; tta [label="TTA\\n30 transforms"]; noisy [label="Noisy\\nσ = 0.05"]; }
+  unc [label="Uncertainty maps\\nvariance · entropy · MI"];
+  fusion [label="Uncertainty-weighted\\nfusion + threshold", fillcolor="#D7F0E6"];
+  crf [label="Dense CRF\\n5 iterations", fillcolor="#D7F0E6"];
+  metrics [label="Metrics\\nIoU · Dice · NLL · ECE · Brier · certainty"];
+  img -> model; model -> normal; model -> mc; model -> tta; model -> noisy;
+  mc -> unc; tta -> unc; noisy -> unc; normal -> metrics;
+  unc -> fusion -> crf -> metrics; unc -> metrics;
+}
+"""
+
+st.title("Pixel-wise uncertainty for pretrained segmentation models")
+st.caption("Uncertainty from MC dropout, test-time augmentation and input noise, fused by uncertainty and refined by "
+           "a dense CRF, on LGG brain MRI — without retraining any model.")
+
+with guard("The data summary"):
+    st.subheader("Data", divider="gray")
+    root = data_root()
+    try:
+        idx = slice_index(str(root))
+    except Exception as exc:  # a missing folder is a normal first-run state, not a page failure
+        from pages._common import explain
+
+        st.warning(f"No LGG data at `{root}`. {explain(exc)}", icon=":material/folder_off:")
+        st.markdown("Download the *LGG MRI Segmentation* dataset (Buda et al. 2019, Kaggle `mateuszbuda/lgg-mri-"
+                    "segmentation`) and set `SEGUNC_DATA` to its `kaggle_3m` folder, or place it at `data/lgg/kaggle_3m`.")
+        idx = None
+    if idx is not None:
+        c1, c2, c3 = st.columns([1, 1, 2])
+        c1.metric("Patients", f"{idx['patient_id'].nunique():,}")
+        c2.metric("Slices", f"{len(idx):,}")
+        c3.markdown(f"**Folder** `{root}`  \nPatient-level split (sha256 of the patient id): 70 % train, "
+                    "15 % val, 15 % test. The paper evaluates tumour slices of val and test.")
+        per = idx.groupby("split").agg(patients=("patient_id", "nunique"), slices=("slice_id", "size"))
+        per = per.reindex([s for s in ("train", "val", "test") if s in per.index])
+        if st.session_state.get("count_tumours"):
+            sizes = tumour_sizes(tuple(idx["mask_path"]))
+            t = idx.assign(tumour=[s > 0 for s in sizes], unreadable=[s < 0 for s in sizes])
+            per["tumour slices"] = t.groupby("split")["tumour"].sum()
+            per["unreadable masks"] = t.groupby("split")["unreadable"].sum()
+        st.dataframe(per, width="content")
+        if not st.session_state.get("count_tumours"):
+            st.button("Count tumour slices (reads every mask once)", key="count_tumours_btn",
+                      on_click=lambda: st.session_state.update(count_tumours=True), icon=":material/calculate:")
+
+with guard("The model summary"):
+    from segunc.backends import BACKENDS
+    from segunc.backends.base import default_weights_dir
+
+    st.subheader("Models", divider="gray")
+    rows = []
+    for name in BACKENDS.names():
+        cls = BACKENDS.get(name)
+        try:
+            found = cls.find_weights()
+        except Exception:  # noqa: BLE001 - a broken lookup is "missing" here
+            found = None
+        needs = ", ".join(n for n, f in (("box prompt", cls.needs_box), ("support set", cls.needs_support)) if f) or "–"
+        rows.append({"backend": name, "ready": found is not None, "weights": str(found) if found else "missing",
+                     "needs": needs, "how to get the weights": "" if found else cls.weights_hint})
+    models = pd.DataFrame(rows)
+    ready = models[models["ready"]]["backend"].tolist()
+    st.markdown(f"Weights folder `{default_weights_dir()}` (`SEGUNC_WEIGHTS`). "
+                + (f"Ready: **{', '.join(ready)}**." if ready else "No backend is ready yet."))
+    st.dataframe(models, hide_index=True, width="stretch",
+                 column_config={"ready": st.column_config.CheckboxColumn("ready", width="small"),
+                                "how to get the weights": st.column_config.TextColumn(width="large")})
+
+with guard("The results summary"):
+    st.subheader("Results store", divider="gray")
+    df = metrics_frame()
+    runs = store().runs()
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Results", f"{len(df):,}", help="one per slice × backend × mode")
+    c2.metric("Slices", f"{df['slice_id'].nunique():,}" if len(df) else "0")
+    c3.metric("Runs", f"{len(runs):,}" if runs is not None else "0")
+    c4.metric("Backends × modes", f"{df.groupby(['backend', 'mode']).ngroups}" if len(df) else "0")
+    st.markdown(f"**Folder** `{store_root()}` (`SEGUNC_CACHE`)")
+    if len(df):
+        counts = df.pivot_table(index="backend", columns="mode", values="key", aggfunc="count", fill_value=0)
+        from segunc.stats import order_modes
+
+        st.dataframe(counts[order_modes(counts.columns)], width="content")
+    else:
+        st.info("No results yet: queue a sweep on the Run page.", icon=":material/inbox:")
+
+with guard("The pipeline overview"):
+    st.subheader("The pipeline at a glance", divider="gray")
+    left, right = st.columns([3, 2])
+    with left:
+        st.graphviz_chart(PIPELINE_DOT, width="stretch")
+    with right:
+        from segunc.config import PipelineConfig
+
+        cfg = PipelineConfig()
+        defaults = {
+            "samples T (MC dropout, noisy)": cfg.samples, "dropout p": cfg.p, "dropout placement": cfg.placement,
+            "noise σ (of intensity range)": cfg.sigma,
+            "TTA": f"flips {list(cfg.tta_flips)} × scales {list(cfg.tta_scales)} × intensities {list(cfg.tta_intensities)}",
+            "fusion": f"{cfg.fusion.weighting} weighting by {cfg.fusion.uncertainty}, threshold {cfg.fusion.threshold} 0.5",
+            "fusion sources": ", ".join(cfg.fusion.sources),
+            **{f"CRF {k}": v for k, v in asdict(cfg.crf).items()},
+        }
+        st.markdown("**Paper defaults** (§3.2–3.4)")
+        st.dataframe(pd.DataFrame({"setting": list(defaults), "value": [str(v) for v in defaults.values()]}),
+                     hide_index=True, width="stretch")
+    cols = st.columns(5)
+    for col, (key, label, icon) in zip(cols, [("dataset", "Browse the data", ":material/photo_library:"),
+                                              ("run", "Queue a sweep", ":material/play_circle:"),
+                                              ("compare", "Compare a slice", ":material/view_column:"),
+                                              ("metrics", "Metrics and tests", ":material/bar_chart:"),
+                                              ("calibration", "Calibration", ":material/tune:")]):
+        col.page_link(PAGE_FILES[key], label=label, icon=icon)

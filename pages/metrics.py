@@ -1,0 +1,165 @@
+"""Metrics: distributions of every metric by mode and backend, descriptive statistics, significance tests.
+
+Click a point in a distribution to open that slice on the Compare page.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import guard, metrics_frame, no_results, open_clicked, result_filters
+from segunc import stats, viz
+from segunc.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+
+LABEL = stats.METRIC_LABELS
+#: above this many points per figure only outliers are drawn (all values still shape the boxes)
+MAX_POINTS = 6000
+
+
+@st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=32)
+def _describe(sel: pd.DataFrame, metrics: tuple[str, ...], per_patient: bool, confidence: float, n_resamples: int):
+    return stats.describe(sel, metrics, per_patient=per_patient, confidence=confidence, n_resamples=n_resamples)
+
+
+@st.cache_data(show_spinner="Testing…", max_entries=64)
+def _tests(sel: pd.DataFrame, metric: str, backend: str, modes: tuple[str, ...], per_patient: bool, alpha: float):
+    fr = stats.friedman(sel, metric, backend, list(modes), per_patient=per_patient)
+    pw = stats.pairwise_wilcoxon(sel, metric, backend, list(modes), per_patient=per_patient, alpha=alpha)
+    return fr, pw
+
+
+def _chart(sel: pd.DataFrame, metric: str, kind: str, points: str, height: int, key: str) -> None:
+    n = len(sel)
+    pts = points if points != "auto" else ("all" if n <= MAX_POINTS else "outliers")
+    fig = viz.distribution_figure(sel, metric, kind=kind, points=False if pts == "none" else pts, height=height,
+                                  title=LABEL.get(metric, metric) if height < 400 else None)
+    event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=key,
+                            config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2,
+                                                                                   "filename": f"segunc_{metric}_{kind}"}})
+    open_clicked(event, key)
+
+
+st.title("Metrics")
+
+with guard("The metrics page"):
+    df = metrics_frame()
+    if df.empty:
+        no_results()
+        st.stop()
+    sel = result_filters(df)
+    if sel.empty:
+        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
+        st.stop()
+    metrics = [m for m in METRIC_NAMES if m in sel.columns]
+    n_slices = sel["slice_id"].nunique()
+    st.caption(f"{len(sel):,} results · {n_slices:,} slices · {sel['patient_id'].nunique():,} patients · "
+               f"{sel['backend'].nunique()} backend(s) × {sel['mode'].nunique()} mode(s). "
+               "Click a point to open that slice.")
+
+    t_dist, t_table, t_tests = st.tabs(["Distributions", "Summary table", "Significance tests"], key="metrics_tab",
+                                       on_change="rerun")
+
+    if t_dist.open:
+        with t_dist, guard("The distributions"):
+            c1, c2, c3 = st.columns([2, 1, 1])
+            choice = c1.selectbox("Metric", ["all", *metrics], key="m_metric",
+                                  format_func=lambda m: "All metrics" if m == "all" else LABEL.get(m, m))
+            kind = c2.segmented_control("Plot", ["box", "violin"], default="box", key="m_kind") or "box"
+            points = c3.selectbox("Points", ["auto", "all", "outliers", "none"], key="m_points",
+                                  help=f"auto: every point up to {MAX_POINTS:,} results per figure, else outliers only")
+            if choice == "all":
+                cols = st.columns(3)
+                for i, metric in enumerate(metrics):
+                    with cols[i % 3]:
+                        _chart(sel, metric, kind, points, 330, key=f"dist_{metric}")
+            else:
+                _chart(sel, choice, kind, points, 520, key=f"dist_{choice}")
+            st.download_button("Selected results (CSV)", lambda: sel.to_csv(index=False), file_name="segunc_results.csv",
+                               mime="text/csv", icon=":material/download:")
+
+    if t_table.open:
+        with t_table, guard("The summary table"):
+            c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+            chosen = c1.multiselect("Metrics", metrics, default=metrics, key="m_table_metrics", format_func=LABEL.get)
+            per_patient = c2.toggle("Per patient", key="m_table_pp", help="Average each patient's slices first")
+            conf = c3.selectbox("CI level", [0.95, 0.99, 0.90], key="m_conf", format_func=lambda c: f"{c:.0%}")
+            n_res = c4.selectbox("Bootstrap resamples", [1000, 2000, 5000], index=1, key="m_nres")
+            if not chosen:
+                st.info("Pick at least one metric.")
+            else:
+                desc = _describe(sel, tuple(chosen), per_patient, conf, n_res)
+                show = desc.assign(metric=desc["metric"].map(lambda m: LABEL.get(m, m)))
+                num = {c: st.column_config.NumberColumn(format="%.4f") for c in
+                       ("median", "q1", "q3", "iqr", "mean", "sd", "ci_low", "ci_high")}
+                st.dataframe(show, hide_index=True, width="stretch", height=min(38 + 35 * len(show), 560),
+                             column_config={**num, "ci_low": st.column_config.NumberColumn(f"CI low ({conf:.0%})", format="%.4f"),
+                                            "ci_high": st.column_config.NumberColumn(f"CI high ({conf:.0%})", format="%.4f")})
+                st.caption(f"Median and IQR (Q1–Q3), mean ± SD and a {conf:.0%} BCa bootstrap CI of the mean "
+                           f"({n_res:,} resamples, scipy.stats.bootstrap), over "
+                           + ("patients (each the mean of its slices)." if per_patient else "slices."))
+                stat = st.radio("LaTeX cells", ["median_iqr", "mean_ci"], horizontal=True, key="m_latex_stat",
+                                format_func={"median_iqr": "median [Q1, Q3]", "mean_ci": "mean [CI]"}.get)
+                d1, d2, d3, _ = st.columns([1, 1, 1, 2])
+                d1.download_button("Table (CSV)", desc.to_csv(index=False), file_name="segunc_descriptive.csv",
+                                   mime="text/csv", icon=":material/download:", width="stretch")
+                latex = stats.to_latex(desc, chosen, stat=stat, label="tab:segunc-metrics")
+                d2.download_button("Table (LaTeX)", latex, file_name="segunc_descriptive.tex", mime="text/x-tex",
+                                   icon=":material/functions:", width="stretch")
+                d3.download_button("Results (CSV)", lambda: sel.to_csv(index=False), file_name="segunc_results.csv",
+                                   mime="text/csv", icon=":material/download:", width="stretch")
+                with st.expander("LaTeX source"):
+                    st.code(latex, language="latex")
+
+    if t_tests.open:
+        with t_tests, guard("The significance tests"):
+            backends = list(dict.fromkeys(sel["backend"]))
+            c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
+            backend = c1.selectbox("Backend", backends, key="m_t_backend")
+            metric = c2.selectbox("Metric", metrics, index=metrics.index("dice") if "dice" in metrics else 0,
+                                  key="m_t_metric", format_func=LABEL.get)
+            per_patient = c3.toggle("Per patient", key="m_t_pp", value=False,
+                                    help="Slices of one patient are not independent: average them and test patients")
+            alpha = c4.selectbox("α (family-wise)", [0.05, 0.01, 0.001], key="m_t_alpha")
+            avail = stats.order_modes(sel.loc[sel["backend"] == backend, "mode"])
+            modes = st.multiselect("Modes to compare", avail, default=avail, key=f"m_t_modes_{backend}",
+                                   format_func=viz.mode_label)
+            if len(modes) < 2:
+                st.info("Pick at least two modes.")
+            else:
+                fr, pw = _tests(sel, metric, backend, tuple(modes), per_patient, alpha)
+                unit = "patients" if per_patient else "slices"
+                st.markdown(f"**Friedman test** across {len(modes)} modes, blocked by {unit} "
+                            f"(scipy.stats.friedmanchisquare)")
+                m1, m2, m3, m4 = st.columns(4)
+                m1.metric("Blocks (complete)", f"{fr.n_blocks:,}")
+                m2.metric(f"χ² (df = {len(modes) - 1})", "–" if fr.note and fr.pvalue != fr.pvalue else f"{fr.statistic:.3f}")
+                m3.metric("p-value", "–" if fr.pvalue != fr.pvalue else (f"{fr.pvalue:.2e}" if fr.pvalue < 1e-3 else f"{fr.pvalue:.4f}"))
+                m4.metric("Kendall's W", "–" if fr.kendalls_w != fr.kendalls_w else f"{fr.kendalls_w:.3f}",
+                          help="Effect size: 0 = no agreement on the ranking of modes, 1 = every block ranks them the same")
+                if fr.note:
+                    st.caption(fr.note)
+                arrow = "higher" if HIGHER_IS_BETTER.get(metric, True) else "lower"
+                st.markdown(f"**Pairwise Wilcoxon signed-rank tests** (scipy.stats.wilcoxon), Holm-corrected over "
+                            f"{len(pw)} pairs; effect size: matched-pairs rank-biserial r (+1: every {unit[:-1]} has "
+                            f"mode A above mode B). {LABEL.get(metric, metric)}: {arrow} is better.")
+                left, right = st.columns([3, 2])
+                with left:
+                    show = pw.assign(mode_a=pw["mode_a"].map(viz.mode_label), mode_b=pw["mode_b"].map(viz.mode_label))
+                    st.dataframe(show.drop(columns=["backend", "metric"]), hide_index=True, width="stretch",
+                                 column_config={
+                                     "median_a": st.column_config.NumberColumn("median A", format="%.4f"),
+                                     "median_b": st.column_config.NumberColumn("median B", format="%.4f"),
+                                     "median_diff": st.column_config.NumberColumn("median A−B", format="%.4f"),
+                                     "statistic": st.column_config.NumberColumn("W", format="%.1f"),
+                                     "pvalue": st.column_config.NumberColumn("p", format="%.2e"),
+                                     "p_holm": st.column_config.NumberColumn("p (Holm)", format="%.2e"),
+                                     "rank_biserial": st.column_config.NumberColumn("r", format="%+.3f"),
+                                     "significant": st.column_config.CheckboxColumn(f"< α"),
+                                 })
+                with right:
+                    st.plotly_chart(viz.pvalue_figure(pw, alpha=alpha), width="stretch", key="m_pfig",
+                                    config={"displaylogo": False})
+                st.download_button("Tests (CSV)", lambda: pd.concat([
+                    pd.DataFrame([{**fr.as_dict(), "modes": ",".join(fr.modes), "test": "friedman"}]).drop(columns=["extra"]),
+                    pw.assign(test="wilcoxon", per_patient=per_patient)]).to_csv(index=False),
+                    file_name=f"segunc_tests_{backend}_{metric}.csv", mime="text/csv", icon=":material/download:")

@@ -1,0 +1,234 @@
+"""Executing jobs: one sweep streamed slice by slice into the store, and the worker loop.
+
+Per slice: compute the keys of the requested modes, keep those stored intact, evaluate only
+the missing modes (their dependencies are recomputed in memory), store the results of the
+slice in one transaction, record progress (``jobs``, ``job_slices``). A failing slice is
+recorded with its error and the sweep goes on. Nothing but the current slice is held in memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..store import ResultStore, image_relpath, result_key
+from ..store.db import transaction
+from .jobs import JobSpec, job_lock, measured_timing, measure_timing, submit, worker_lock
+
+__all__ = ["Counts", "execute_job", "run_sweep", "worker_loop"]
+
+
+@dataclass
+class Counts:
+    """slice × mode results computed now, found in the store, failed; failed slices with errors."""
+
+    computed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"DONE computed={self.computed} skipped={self.skipped} failed={self.failed}"
+
+
+def _set(store: ResultStore, job_id: str, **cols) -> None:
+    cols["updated_at"] = time.time()
+    sql = ", ".join(f"{k} = ?" for k in cols)
+    with transaction(store.con) as con:
+        con.execute(f"UPDATE jobs SET {sql} WHERE job_id = ?", (*cols.values(), job_id))
+
+
+def _record_slice(store: ResultStore, job_id: str, slice_id: str, state: str, c: Counts, computed: int, skipped: int,
+                  seconds: float, error: str | None = None, file: str | None = None) -> bool:
+    """Progress of one slice; returns whether a cancel was requested."""
+    now = time.time()
+    with transaction(store.con) as con:
+        con.execute("INSERT OR REPLACE INTO job_slices (job_id, slice_id, state, error, file, computed, skipped, seconds, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, slice_id, state, error, file, computed, skipped, seconds, now))
+        con.execute("UPDATE jobs SET done = done + 1, failed = failed + ?, computed = ?, skipped = ?, failed_results = ?, "
+                    "updated_at = ? WHERE job_id = ?", (int(state == "failed"), c.computed, c.skipped, c.failed, now, job_id))
+        return bool(con.execute("SELECT cancel FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0])
+
+
+def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, progress: bool = False,
+                raise_errors: bool = False) -> Counts:
+    """Run job ``job_id`` to the end. The caller holds its :func:`job_lock`.
+
+    A setup error (data, weights, modes) marks the job failed (and is raised with ``raise_errors``)."""
+    import torch
+    from tqdm import tqdm
+
+    from ..pipeline import result_key_material
+    from .sweep import build_backend, iter_sweep, parse_modes, select_slices
+
+    row = store.con.execute("SELECT spec_json FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"no job {job_id}")
+    spec = JobSpec.from_dict(json.loads(row[0]))
+    _set(store, job_id, state="running", started_at=time.time(), finished_at=None, done=0, failed=0, computed=0,
+         skipped=0, failed_results=0, current=None, error=None, cancel=0, owner=f"{socket.gethostname()}:{os.getpid()}")
+    with transaction(store.con) as con:
+        con.execute("DELETE FROM job_slices WHERE job_id = ?", (job_id,))
+    c = Counts()
+    try:
+        torch.set_grad_enabled(False)
+        root = spec.data_root()
+        if refs is None:
+            refs = select_slices(root, spec.split, spec.all_slices, spec.limit, spec.patients)
+        if not refs:
+            raise ValueError(f"{root}: no slices in split '{spec.split}'" + ("" if spec.all_slices else " with tumour"))
+        backend = build_backend(spec.backend, spec.weights, spec.device, spec.support_data, root,
+                                spec.pipeline_config().seed, **spec.backend_options)
+        modes = parse_modes(spec.modes, backend)
+        config = spec.pipeline_config()
+        material = {m: result_key_material(backend, config, m) for m in modes}
+    except Exception as exc:
+        _set(store, job_id, state="failed", error=str(exc).strip("'\""), finished_at=time.time())
+        if raise_errors:
+            raise
+        return c
+    sids = {m: store.put_settings(material[m]) for m in modes}
+    store.add_run(job_id, backend.name, modes, row[0], backend.weights_sha256, len(refs))
+    _set(store, job_id, total=len(refs))
+    need_timing = measured_timing(store, backend.name, spec.device) is None
+    planned: dict = {}
+
+    def plan(ref):
+        image = image_relpath(ref.image_path, root)
+        keys = {m: result_key(material[m], ref.slice_id, image) for m in modes}
+        valid = store.valid_keys(list(keys.values()), need_samples=config.keep_samples)
+        planned[ref] = (image, keys, time.perf_counter())
+        _set(store, job_id, current=ref.slice_id)
+        return [m for m in modes if keys[m] not in valid]
+
+    bar = tqdm(refs, desc=f"{backend.name} × {len(modes)} modes", unit="slice", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    state = "done"
+    try:
+        for out in iter_sweep(backend, bar, modes, config, plan=plan):
+            image, keys, t0 = planned.pop(out.ref)
+            todo = out.planned or []
+            have = [keys[m] for m in modes if m not in todo]
+            if out.error:
+                c.failed += len(todo)
+                c.skipped += len(have)
+                c.errors.append((out.ref.slice_id, out.error))
+                store.link(job_id, have)
+                bar.write(f"FAILED {out.ref.slice_id}: {out.error}")
+                cancel = _record_slice(store, job_id, out.ref.slice_id, "failed", c, 0, len(have),
+                                       time.perf_counter() - t0, out.error, out.error_file)
+            else:
+                if todo:
+                    items = [(keys[m], sids[m], out.results[m]) for m in todo]
+                    store.put_slice(job_id, items, ref=out.ref, image=image, target=out.slice_.mask, backend=backend.name,
+                                    keep_samples=config.keep_samples, link=have)
+                else:
+                    store.link(job_id, have)
+                c.computed += len(todo)
+                c.skipped += len(have)
+                cancel = _record_slice(store, job_id, out.ref.slice_id, "done", c, len(todo), len(have),
+                                       time.perf_counter() - t0)
+                if todo and need_timing:
+                    measure_timing(store, backend, out.slice_)
+                    need_timing = False
+            bar.set_postfix(computed=c.computed, skipped=c.skipped, failed=c.failed, refresh=False)
+            if cancel:
+                state = "cancelled"
+                break
+    except BaseException as exc:
+        cancelled = isinstance(exc, KeyboardInterrupt)
+        _set(store, job_id, state="cancelled" if cancelled else "failed", current=None, finished_at=time.time(),
+             error=None if cancelled else traceback.format_exception_only(type(exc), exc)[-1].strip())
+        raise
+    finally:
+        bar.close()
+    _set(store, job_id, state=state, current=None, finished_at=time.time())
+    return c
+
+
+def _attach(store: ResultStore, job_id: str, lock, progress: bool) -> None:
+    """Follow another process's execution of the job until its lock is free, then take it."""
+    from tqdm import tqdm
+
+    from .jobs import job_status
+
+    st = job_status(store, job_id)
+    if progress:
+        print(f"job {job_id} is already running ({st['owner']}); attaching", file=sys.stderr)
+    bar = tqdm(total=st["total"], desc="attached", unit="slice", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    try:
+        while not lock.acquire(timeout=1.0):
+            row = store.con.execute("SELECT done, total FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            bar.total, bar.n = row["total"], row["done"]
+            bar.refresh()
+    finally:
+        bar.close()
+
+
+def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, progress: bool = True) -> tuple[str, Counts]:
+    """Submit ``spec`` and execute it here; if another process is executing it, follow its
+    progress, then verify (everything it stored is skipped). Returns (job id, counts)."""
+    job_id = submit(store, spec, refs=refs)
+    lock = job_lock(store, job_id)
+    if not lock.acquire(timeout=0):
+        _attach(store, job_id, lock, progress)
+        refs = None
+    try:
+        return job_id, execute_job(store, job_id, refs=refs, progress=progress, raise_errors=True)
+    finally:
+        lock.release()
+
+
+def _next_jobs(store: ResultStore, device: str) -> list[str]:
+    return [r[0] for r in store.con.execute(
+        "SELECT job_id FROM jobs WHERE device = ? AND state IN ('queued', 'running') AND cancel = 0 ORDER BY created_at",
+        (device,))]
+
+
+def worker_loop(root: Path | str, device: str = "cpu", idle_exit: float | None = None, poll: float = 1.0,
+                log=print) -> int:
+    """Hold the device's worker lock and execute queued (or interrupted) jobs one at a time.
+
+    Exits 0 after ``idle_exit`` idle seconds, 3 if another worker already holds the lock."""
+    wl = worker_lock(root, device)
+    if not wl.acquire(timeout=5.0):
+        log(f"another worker holds {wl.path}; exiting")
+        return 3
+    try:
+        store = ResultStore(root)
+        log(f"worker {socket.gethostname()}:{os.getpid()} on {device}, store {store.root}")
+        idle_since = time.monotonic()
+        while True:
+            ran = False
+            for job_id in _next_jobs(store, device):
+                lock = job_lock(store, job_id)
+                if not lock.acquire(timeout=0):
+                    continue  # a foreground `run` is executing it
+                try:
+                    st = store.con.execute("SELECT state, cancel FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                    if st["state"] not in ("queued", "running") or st["cancel"]:
+                        continue
+                    log(f"job {job_id}: start")
+                    c = execute_job(store, job_id)
+                    log(f"job {job_id}: {c.line()}")
+                except Exception as exc:  # noqa: BLE001 - a broken job must not stop the worker
+                    log(f"job {job_id}: {type(exc).__name__}: {exc}")
+                finally:
+                    lock.release()
+                ran = True
+                break
+            if ran:
+                idle_since = time.monotonic()
+                continue
+            if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                log("idle; exiting")
+                return 0
+            time.sleep(poll)
+    finally:
+        wl.release()
