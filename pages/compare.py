@@ -54,13 +54,25 @@ def _step(order: list[str], delta: int) -> None:
     ss["cmp_slice"] = order[(i + delta) % len(order)]
 
 
-def _metric_lines(row: pd.Series) -> str:
+def _metric_html(row: pd.Series) -> str:
+    """A compact two-column table of one panel's metrics."""
     def f(k, d=3):
         return f"{row[k]:.{d}f}" if k in row and pd.notna(row[k]) else "–"
-    secs = f"{row['seconds']:.1f} s" if "seconds" in row and pd.notna(row["seconds"]) else ""
-    return (f"Dice **{f('dice')}** · IoU {f('iou')} · P {f('precision', 2)} · R {f('recall', 2)}  \n"
-            f"NLL {f('nll')} · ECE {f('ece', 4)} · Brier {f('brier', 4)}  \n"
-            f"certainty {f('certainty')} · {int(row.get('pred_px', 0)):,} px predicted {('· ' + secs) if secs else ''}")
+    cells = [("Dice", f("dice")), ("IoU", f("iou")), ("Prec.", f("precision")), ("Recall", f("recall")),
+             ("NLL", f("nll")), ("ECE", f("ece", 4)), ("Brier", f("brier", 4)), ("Cert.", f("certainty"))]
+    trs = "".join(f"<tr><td>{a}</td><td><b>{va}</b></td><td>{b}</td><td><b>{vb}</b></td></tr>"
+                  for (a, va), (b, vb) in zip(cells[::2], cells[1::2]))
+    secs = f" · {row['seconds']:.1f} s" if "seconds" in row and pd.notna(row["seconds"]) else ""
+    return (f"<table class='seg-m'>{trs}</table><div class='seg-foot'>{int(row.get('pred_px', 0)):,} px predicted"
+            f"{secs}</div>")
+
+
+PANEL_CSS = """<style>
+table.seg-m {font-size: 0.74rem; border-collapse: collapse; width: 100%; margin: 0; border: none}
+table.seg-m td {border: none; padding: 0 0.25rem 0 0; white-space: nowrap; color: #4a5560}
+table.seg-m td b {color: #1b1f24; font-weight: 600}
+div.seg-foot {font-size: 0.7rem; color: #6b7785; margin-top: 0.15rem}
+</style>"""
 
 
 st.title("Compare a slice")
@@ -105,8 +117,9 @@ with guard("The slice comparison"):
     if ss.get("cmp_slice") not in order:
         ss["cmp_slice"] = order[0]
 
-    n1, n2, n3, n4 = st.columns([0.5, 4, 0.5, 1.6], vertical_alignment="bottom")
-    n1.button("Previous", key="cmp_prev", on_click=_step, args=(order, -1), icon=":material/chevron_left:",
+    st.markdown(PANEL_CSS, unsafe_allow_html=True)
+    n1, n2, n3, n4 = st.columns([1.1, 5, 1.1, 1.2], vertical_alignment="bottom")
+    n1.button("Prev", key="cmp_prev", on_click=_step, args=(order, -1), icon=":material/chevron_left:",
               shortcut="Left", width="stretch", help="Previous slice (← key)")
     label = (lambda s: f"{s}  ·  {SORTS[sort].split(',')[0]} {score[s]:.3f}" if s in score else s)
     slice_id = n2.selectbox("Slice", order, key="cmp_slice", format_func=label)
@@ -194,7 +207,7 @@ with guard("The slice comparison"):
                         st.image(ov, width="stretch")
                         st.image(heat, width="stretch")
                         ov_row[j], heat_row[j] = ov, heat
-                    st.caption(_metric_lines(r))
+                    st.markdown(_metric_html(r), unsafe_allow_html=True)
         if any(x is not None for x in ov_row):
             grid_rows += [ov_row, heat_row]
             grid_labels += [f"{backend} prediction", f"{backend} {map_name}"]

@@ -27,7 +27,7 @@ digraph G {
 }
 """
 
-st.title("Pixel-wise uncertainty for pretrained segmentation models")
+st.title("Segmentation uncertainty, without retraining")
 st.caption("Uncertainty from MC dropout, test-time augmentation and input noise, fused by uncertainty and refined by "
            "a dense CRF, on LGG brain MRI — without retraining any model.")
 
@@ -75,14 +75,19 @@ with guard("The model summary"):
             found = None
         needs = ", ".join(n for n, f in (("box prompt", cls.needs_box), ("support set", cls.needs_support)) if f) or "–"
         rows.append({"backend": name, "ready": found is not None, "weights": str(found) if found else "missing",
-                     "needs": needs, "how to get the weights": "" if found else cls.weights_hint})
+                     "needs": needs, "hint": cls.weights_hint})
     models = pd.DataFrame(rows)
     ready = models[models["ready"]]["backend"].tolist()
     st.markdown(f"Weights folder `{default_weights_dir()}` (`SEGUNC_WEIGHTS`). "
                 + (f"Ready: **{', '.join(ready)}**." if ready else "No backend is ready yet."))
-    st.dataframe(models, hide_index=True, width="stretch",
+    st.dataframe(models.drop(columns=["hint"]), hide_index=True, width="stretch",
                  column_config={"ready": st.column_config.CheckboxColumn("ready", width="small"),
-                                "how to get the weights": st.column_config.TextColumn(width="large")})
+                                "backend": st.column_config.TextColumn(width="small"),
+                                "needs": st.column_config.TextColumn(width="small"),
+                                "weights": st.column_config.TextColumn(width="large")})
+    missing = models[~models["ready"]]
+    if len(missing):
+        st.markdown("**Missing weights**\n" + "\n".join(f"- **{r.backend}**: {r.hint}" for r in missing.itertuples()))
 
 with guard("The results summary"):
     st.subheader("Results store", divider="gray")
@@ -104,24 +109,21 @@ with guard("The results summary"):
 
 with guard("The pipeline overview"):
     st.subheader("The pipeline at a glance", divider="gray")
-    left, right = st.columns([3, 2])
-    with left:
-        st.graphviz_chart(PIPELINE_DOT, width="stretch")
-    with right:
-        from segunc.config import PipelineConfig
+    st.graphviz_chart(PIPELINE_DOT, width="stretch")
+    from segunc.config import PipelineConfig
 
-        cfg = PipelineConfig()
-        defaults = {
-            "samples T (MC dropout, noisy)": cfg.samples, "dropout p": cfg.p, "dropout placement": cfg.placement,
-            "noise σ (of intensity range)": cfg.sigma,
-            "TTA": f"flips {list(cfg.tta_flips)} × scales {list(cfg.tta_scales)} × intensities {list(cfg.tta_intensities)}",
-            "fusion": f"{cfg.fusion.weighting} weighting by {cfg.fusion.uncertainty}, threshold {cfg.fusion.threshold} 0.5",
-            "fusion sources": ", ".join(cfg.fusion.sources),
-            **{f"CRF {k}": v for k, v in asdict(cfg.crf).items()},
-        }
-        st.markdown("**Paper defaults** (§3.2–3.4)")
-        st.dataframe(pd.DataFrame({"setting": list(defaults), "value": [str(v) for v in defaults.values()]}),
-                     hide_index=True, width="stretch")
+    cfg = PipelineConfig()
+    defaults = {
+        "samples T (MC dropout, noisy)": cfg.samples, "dropout p": cfg.p, "dropout placement": cfg.placement,
+        "noise σ (of intensity range)": cfg.sigma,
+        "TTA": f"flips {list(cfg.tta_flips)} × scales {list(cfg.tta_scales)} × intensities {list(cfg.tta_intensities)}",
+        "fusion": f"{cfg.fusion.weighting} weighting by {cfg.fusion.uncertainty}, {cfg.fusion.threshold} threshold 0.5",
+        "fusion sources": ", ".join(cfg.fusion.sources),
+        "CRF": ", ".join(f"{k} {v}" for k, v in asdict(cfg.crf).items()),
+    }
+    st.markdown("**Paper defaults** (§3.2–3.4; change them per sweep on the Run page)")
+    st.dataframe(pd.DataFrame({"setting": list(defaults), "value": [str(v) for v in defaults.values()]}),
+                 hide_index=True, width="stretch", column_config={"value": st.column_config.TextColumn(width="large")})
     cols = st.columns(5)
     for col, (key, label, icon) in zip(cols, [("dataset", "Browse the data", ":material/photo_library:"),
                                               ("run", "Queue a sweep", ":material/play_circle:"),

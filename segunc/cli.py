@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--grace", type=float, default=3600.0, help="keep unreferenced files younger than this (seconds)")
     gc.add_argument("--verify", action="store_true", help="check every stored map file (checksum, decode)")
     gc.set_defaults(func=cmd_gc)
+    from .fetch import add_fetch_parser; add_fetch_parser(sub)  # noqa: E702  (segunc/fetch.py)
+    from .snapshot import add_snapshot_parser; add_snapshot_parser(sub)  # noqa: E702  (segunc/snapshot.py)
     return parser
 
 

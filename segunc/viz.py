@@ -122,7 +122,8 @@ def colorbar_html(vmin: float, vmax: float, label: str, colorscale: str = "Virid
     stops = ", ".join(f"rgb{tuple(int(c) for c in _lut(colorscale)[i])} {i / 255 * 100:.1f}%" for i in range(0, 256, 32)) \
         + f", rgb{tuple(int(c) for c in _lut(colorscale)[255])} 100%"
     vals = np.linspace(vmin, vmax, ticks)
-    digits = 3 if vmax - vmin < 0.1 else 2
+    step = (vmax - vmin) / max(ticks - 1, 1)
+    digits = max(2, int(np.ceil(-np.log10(step))) + 2) if step > 0 else 2
     tick_html = "".join(f"<span>{v:.{digits}f}</span>" for v in vals)
     return (f'<div style="max-width:520px;margin:0.2rem 0 0.6rem 0;font-size:0.8rem">'
             f'<div style="margin-bottom:2px">{label}</div>'
@@ -259,14 +260,15 @@ def reliability_figure(bins: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
             fig.add_trace(go.Scatter(x=[lo_edge, 1], y=[lo_edge, 1], mode="lines", line=dict(color="#333", dash="dot", width=1),
                                      showlegend=False, hoverinfo="skip"), row=r, col=c)
     fig.update_xaxes(range=[lo_edge, 1.0], dtick=0.1 if lo_edge else 0.2)
-    fig.update_yaxes(range=[lo_edge if lo_edge else 0, 1.0])
+    fig.update_yaxes(range=[0, 1.0], dtick=0.2)
     for r in range(1, len(backends) + 1):
         fig.update_yaxes(title_text="accuracy", row=r, col=1)
     for c in range(1, len(modes) + 1):
         fig.update_xaxes(title_text="confidence", row=len(backends), col=c)
     fig.update_layout(barmode="overlay")
-    _layout(fig, max(300, height_per_row * len(backends) + 60))
-    fig.update_annotations(font_size=12)
+    _layout(fig, max(320, height_per_row * len(backends) + 90))
+    fig.update_layout(margin=dict(t=70))
+    fig.update_annotations(font_size=12, yshift=6)
     return fig
 
 

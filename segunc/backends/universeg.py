@@ -154,6 +154,9 @@ class UniverSegBackend(Backend):
                          support_seed=int(support_seed), **options)
         self.support_images: torch.Tensor | None = None  # 1 S 1 128 128
         self.support_labels: torch.Tensor | None = None
+        #: train-split refs the support was drawn from (set by set_support_from_refs); the pool
+        #: of the ``support_resample`` mode
+        self.support_pool: list | None = None
 
     def build(self) -> nn.Module:
         path = self.resolve_weights()
@@ -174,8 +177,11 @@ class UniverSegBackend(Backend):
         """Draw (``support_size``, ``support_seed``) from ``refs`` with :func:`draw_support`, load, set."""
         from ..data import load_slice
 
-        chosen = draw_support(refs, self.options["support_size"], self.options["support_seed"], exclude_patients)
+        refs, excluded = list(refs), set(exclude_patients)
+        chosen = draw_support(refs, self.options["support_size"], self.options["support_seed"], excluded)
         self.set_support([load_slice(r) for r in chosen])
+        self.support_pool = [r for r in refs if r.split == "train" and r.patient_id not in excluded
+                             and r.patient_folder not in excluded]
         return chosen
 
     def support_for(self, slices: Sequence) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ from .base import Mode, SliceInput, slice_generator
 
 MODES: Registry[Mode] = Registry("mode")
 
-from . import normal, mc_dropout, tta, noisy, box_jitter  # noqa: E402,F401
+from . import normal, mc_dropout, tta, noisy, box_jitter, support_resample  # noqa: E402,F401
 
 
 def get_mode(name: str, **params) -> Mode:

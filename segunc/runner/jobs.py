@@ -1,8 +1,9 @@
 """Background sweeps ("jobs") on top of the results store: submit, attach, status, cost.
 
-A job is one sweep spec; its id is the sha256 of the spec's identity (resolved data folder,
-backend + options, weights sha256, modes, selection, pipeline config without batch size,
-``keep_samples``, ``PIPELINE_VERSION``), so the same request from two users is one job. State
+A job is one sweep spec; its id is (24 hex digits of) the sha256 of the spec's identity
+(resolved data folder, backend + options, weights sha256, modes, selection, pipeline config
+without batch size, ``keep_samples``, ``PIPELINE_VERSION``), so the same request from two users
+is one job. State
 lives in the store's SQLite (``jobs``, ``job_slices``); execution is in :mod:`.worker`.
 
 States: ``queued`` → ``running`` → ``done`` | ``failed`` (the sweep could not start: data,
@@ -32,7 +33,7 @@ from ..store.db import transaction
 from ..store.keys import sha256_hex
 from ..store.locks import FileLock, holder, is_locked
 
-__all__ = ["JobSpec", "submit_job", "job_status", "list_jobs", "cancel_job", "ensure_worker", "worker_alive",
+__all__ = ["JobSpec", "submit_job", "job_status", "list_jobs", "cancel_job", "ensure_worker", "worker_alive", "worker_info",
            "estimate_cost", "job_lock", "worker_lock", "measured_timing", "record_timing", "DEFAULT_SECONDS"]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -139,11 +140,13 @@ class JobSpec:
         return cls(**d)
 
     def identity(self) -> dict:
-        """What the job id hashes: the resolved spec minus device and batch size, plus the weights' sha256."""
+        """What the job id hashes: the resolved spec minus device, batch size and the weights' path,
+        plus the weights' sha256 (the same file under two paths is one job)."""
         from .. import PIPELINE_VERSION
 
         d = self.to_dict()
         d.pop("device")
+        d.pop("weights")
         d["config"].pop("batch_size", None)
         d["weights_sha256"] = self.weights_sha256()
         d["pipeline_version"] = PIPELINE_VERSION
@@ -344,7 +347,7 @@ def measured_timing(store: ResultStore | None, backend: str, device: str = "cpu"
 
 
 def measure_timing(store: ResultStore, backend, slice_, repeats: int = 2) -> dict[str, float]:
-    """Time a few passes of ``backend`` on one real slice (after a warm-up) and cache them in
+    """Time a few passes of ``backend`` on one real slice (best of ``repeats``) and cache them in
     ``calibration_timing``: ``forward`` (whole model), and ``encoder``/``decoder`` if two-stage."""
     import torch
 
@@ -352,8 +355,7 @@ def measure_timing(store: ResultStore, backend, slice_, repeats: int = 2) -> dic
 
     x = SliceInput.from_slice(slice_, backend)
 
-    def best(fn) -> float:
-        fn()
+    def best(fn) -> float:  # the model has just run on this slice: no warm-up needed
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

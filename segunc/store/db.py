@@ -100,6 +100,13 @@ def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def init_schema(con: sqlite3.Connection) -> None:
+    """Create the tables (no-op, and no write lock, when the schema is already there)."""
+    try:
+        row = con.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        if row is not None and int(row[0]) == SCHEMA_VERSION:
+            return
+    except sqlite3.OperationalError:  # no meta table yet
+        pass
     with transaction(con):
         for stmt in SCHEMA.split(";"):
             if stmt.strip():

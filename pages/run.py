@@ -1,0 +1,262 @@
+"""Run: choose backends × modes × parameters (the paper's defaults), see the cost, queue, watch progress."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import data_root, explain, fmt_seconds, guard, store, store_root
+
+ss = st.session_state
+FLIPS = {False: "original", True: "horizontal flip"}
+SCALES = (0.5, 0.75, 1.0, 1.5, 2.0)
+INTENSITIES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+THRESHOLD_PARAM = {"fixed": ("value", "threshold", 0.5, 0.0, 1.0, 0.05), "percentile": ("q", "percentile q", 95.0, 50.0, 99.9, 0.5),
+                   "mean_std": ("k", "k (mean + k·std)", 1.0, -3.0, 3.0, 0.1)}
+STATE_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
+              "failed": ":material/error:", "cancelled": ":material/cancel:"}
+
+
+def _reset() -> None:
+    for k in [k for k in ss if str(k).startswith("run_")]:
+        del ss[k]
+
+
+@st.cache_data(show_spinner="Estimating the cost…", ttl=120, max_entries=64)
+def _estimate(spec_dict: dict, root: str) -> dict:
+    from segunc.runner.jobs import JobSpec, estimate_cost
+    from segunc.store import ResultStore
+
+    return estimate_cost(JobSpec.from_dict(spec_dict), store=ResultStore(root))
+
+
+def _ready_backends() -> tuple[list[str], dict[str, str]]:
+    from segunc.backends import BACKENDS
+
+    ready, why = [], {}
+    for name in BACKENDS.names():
+        cls = BACKENDS.get(name)
+        try:
+            found = cls.find_weights()
+        except Exception:  # noqa: BLE001
+            found = None
+        if found is None:
+            why[name] = cls.weights_hint or "weights missing"
+        else:
+            ready.append(name)
+    return ready, why
+
+
+def _config():
+    """The PipelineConfig the widgets describe."""
+    from segunc.config import FusionConfig, PipelineConfig
+    from segunc.refine.crf import CRFParams
+
+    thr = ss["run_thr"]
+    tparams = {THRESHOLD_PARAM[thr][0]: float(ss[f"run_thr_{thr}"])} if thr in THRESHOLD_PARAM else {}
+    fusion = FusionConfig(source=ss["run_fsource"], sources=tuple(ss["run_fsources"]), sample_mode=ss["run_fsample"],
+                          uncertainty=ss["run_func"], weighting=ss["run_weighting"], lam=float(ss["run_lam"]),
+                          alpha=float(ss["run_alpha"]), threshold=thr, threshold_params=tparams)
+    crf = CRFParams(sdims=float(ss["run_sdims"]), schan=float(ss["run_schan"]), compat_bilateral=float(ss["run_cbil"]),
+                    gaussian_sxy=float(ss["run_gsxy"]), compat_gaussian=float(ss["run_cgau"]),
+                    iterations=int(ss["run_iters"]))
+    return PipelineConfig(samples=int(ss["run_T"]), seed=int(ss["run_seed"]), batch_size=int(ss["run_batch"]),
+                          p=float(ss["run_p"]), placement=ss["run_placement"], sigma=float(ss["run_sigma"]),
+                          tta_flips=tuple(sorted(ss["run_flips"])), tta_scales=tuple(sorted(ss["run_scales"])),
+                          tta_intensities=tuple(sorted(ss["run_ints"])), jitter_px=int(ss["run_jitter"]),
+                          temperature=float(ss["run_temp"]), fusion=fusion, crf=crf)
+
+
+def _specs(backends: list[str], modes: list[str], config) -> list:
+    from segunc.runner.jobs import JobSpec
+
+    out = []
+    for b in backends:
+        opts = {}
+        if b in ("litemedsam", "medsam"):
+            opts = {"channels": ss["run_channels"], "box_margin": int(ss["run_margin"])}
+        bmodes = [m for m in modes if m != "box_jitter" or b in ("litemedsam", "medsam")]
+        out.append(JobSpec(data=str(data_root()), backend=b, modes=bmodes, split=ss["run_split"],
+                           all_slices=not ss["run_tumour"], limit=int(ss["run_limit"]) or None, config=config,
+                           backend_options=opts, device=ss["run_device"]))
+    return out
+
+
+st.title("Run")
+st.caption("Queue sweeps of backends × modes over LGG slices. Results already in the store are reused, so a "
+           "repeated or enlarged sweep only computes what is missing. A background worker runs the queue.")
+
+with guard("The run form"):
+    import torch
+    from segunc.config import PipelineConfig
+    from segunc.pipeline import all_mode_names
+    from segunc.runner.sweep import DEFAULT_MODES
+
+    d = PipelineConfig()
+    ready, why = _ready_backends()
+    st.subheader("What to run", divider="gray")
+    c1, c2 = st.columns([1, 2])
+    backends = c1.multiselect("Backends", ready, default=[b for b in ("unet",) if b in ready] or ready[:1], key="run_backends")
+    modes = c2.multiselect("Modes", all_mode_names(), default=list(DEFAULT_MODES), key="run_modes",
+                           help="fusion needs its source modes and crf needs fusion; both are computed as needed")
+    if why:
+        st.caption(f"Not ready (weights missing): {', '.join(why)} — see the Set-up page for how to get them.")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.selectbox("Split", ["val", "test", "train", "all"], key="run_split")
+    c2.number_input("First N slices (0 = all)", 0, 100000, 0, 1, key="run_limit")
+    c3.toggle("Tumour slices only", value=True, key="run_tumour", help="The paper evaluates tumour slices only")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
+        ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+    c4.selectbox("Device", devices, key="run_device")
+
+    st.subheader("Parameters", divider="gray")
+    st.button("Reset to the paper's defaults", on_click=_reset, icon=":material/restart_alt:", key="reset_btn")
+    t1, t2, t3, t4 = st.tabs(["Sampling", "Test-time augmentation", "Fusion", "CRF and models"])
+    with t1:
+        c1, c2, c3, c4 = st.columns(4)
+        c1.number_input("Samples T (MC dropout, noisy)", 1, 500, d.samples, key="run_T")
+        c2.number_input("Dropout p", 0.0, 0.9, d.p, 0.005, format="%.3f", key="run_p")
+        c3.selectbox("Dropout placement", ["all", "decoder"], key="run_placement",
+                     help="decoder: MedSAM family only, one encoder pass per slice")
+        c4.number_input("Noise σ (fraction of intensity range)", 0.0, 1.0, d.sigma, 0.01, format="%.3f", key="run_sigma")
+        c1, c2, c3, c4 = st.columns(4)
+        c1.number_input("Seed", 0, 2**31 - 1, d.seed, key="run_seed")
+        c2.number_input("Batch size", 1, 256, d.batch_size, key="run_batch")
+        c3.number_input("Temperature", 0.05, 20.0, d.temperature, 0.05, key="run_temp")
+        c4.number_input("Box jitter (px)", 0, 64, d.jitter_px, key="run_jitter")
+    with t2:
+        c1, c2, c3 = st.columns(3)
+        flips = c1.multiselect("Flips", list(FLIPS), default=list(d.tta_flips), format_func=FLIPS.get, key="run_flips")
+        scales = c2.multiselect("Scales", SCALES, default=list(d.tta_scales), key="run_scales")
+        ints = c3.multiselect("Intensity factors", INTENSITIES, default=list(d.tta_intensities), key="run_ints")
+        st.caption(f"{len(flips)} × {len(scales)} × {len(ints)} = **{len(flips) * len(scales) * len(ints)}** "
+                   "transforms per slice (paper: 2 × 3 × 5 = 30).")
+    with t3:
+        c1, c2, c3 = st.columns(3)
+        src = c1.selectbox("Fuse", ["modes", "samples"], key="run_fsource",
+                           format_func={"modes": "mean maps of the modes (paper)", "samples": "samples of one mode"}.get)
+        if src == "modes":
+            c2.multiselect("Source modes", ["mc_dropout", "tta", "noisy"], default=list(d.fusion.sources), key="run_fsources")
+            ss.setdefault("run_fsample", d.fusion.sample_mode)
+        else:
+            c2.selectbox("Sample mode", ["mc_dropout", "tta", "noisy"], key="run_fsample")
+            ss.setdefault("run_fsources", list(d.fusion.sources))
+        c3.selectbox("Weighting uncertainty", ["entropy", "variance", "mutual_information"], key="run_func")
+        c1, c2, c3, c4 = st.columns(4)
+        wt = c1.selectbox("Weighting", ["inverse", "exponential", "power"], key="run_weighting")
+        c2.number_input("λ (exponential)", 0.0, 1000.0, d.fusion.lam, key="run_lam", disabled=wt != "exponential")
+        c3.number_input("α (power)", 0.0, 10.0, d.fusion.alpha, key="run_alpha", disabled=wt != "power")
+        thr = c4.selectbox("Threshold", ["fixed", "otsu", "percentile", "mean_std"], key="run_thr")
+        for name, (_, label, default, lo, hi, step) in THRESHOLD_PARAM.items():
+            if name == thr:
+                st.number_input(label, lo, hi, default, step, key=f"run_thr_{name}")
+            else:
+                ss.setdefault(f"run_thr_{name}", default)
+    with t4:
+        c = d.crf
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("Bilateral spatial σ (sdims, px)", 0.1, 100.0, c.sdims, key="run_sdims")
+        c2.number_input("Bilateral intensity σ (schan)", 0.1, 255.0, c.schan, key="run_schan")
+        c3.number_input("Bilateral weight", 0.0, 100.0, c.compat_bilateral, key="run_cbil")
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("Gaussian spatial σ (px)", 0.1, 100.0, c.gaussian_sxy, key="run_gsxy")
+        c2.number_input("Gaussian weight", 0.0, 100.0, c.compat_gaussian, key="run_cgau")
+        c3.number_input("Mean-field iterations", 0, 50, c.iterations, key="run_iters")
+        c1, c2, _ = st.columns(3)
+        c1.selectbox("MedSAM-family input channels", ["flair3", "rgb"], key="run_channels",
+                     help="flair3: FLAIR replicated (default); rgb: the three MRI channels")
+        c2.number_input("Box prompt margin (px)", 0, 64, 0, key="run_margin")
+
+    st.subheader("Cost and queue", divider="gray")
+    if not backends or not modes:
+        st.info("Pick at least one backend and one mode.", icon=":material/info:")
+    else:
+        try:
+            config = _config()
+            specs = _specs(backends, modes, config)
+        except (ValueError, TypeError) as exc:
+            st.error(f"Invalid parameters: {explain(exc)}", icon=":material/error:")
+            specs = []
+        if specs:
+            rows = []
+            for spec in specs:
+                try:
+                    est = _estimate(spec.to_dict(), str(store_root()))
+                    rows.append({"backend": spec.backend, "modes": ", ".join(spec.mode_list()), "slices": est["slices"],
+                                 "model passes": est["forwards"], "time": est["human"], "seconds": est["seconds"],
+                                 "timing": est.get("source", "")})
+                except Exception as exc:  # noqa: BLE001 - e.g. data folder missing: say so per backend
+                    rows.append({"backend": spec.backend, "modes": ", ".join(spec.modes), "slices": None,
+                                 "model passes": None, "time": explain(exc), "seconds": None, "timing": ""})
+            cost = pd.DataFrame(rows)
+            st.dataframe(cost.drop(columns=["seconds"]), hide_index=True, width="stretch")
+            total = cost["seconds"].dropna().sum()
+            st.caption(f"Total about **{fmt_seconds(total)}** of compute (results already stored are skipped, so a "
+                       "re-run is faster). Timing: measured on this machine when available, else a default guess.")
+            ok = cost["slices"].notna().all()
+            if st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok, key="run_queue"):
+                from segunc.runner.jobs import ensure_worker, submit_job
+
+                ids = [submit_job(store(), spec) for spec in specs]
+                alive = ensure_worker(store_root(), device=specs[0].device, wait_s=10.0)
+                ss["run_last"] = ids
+                if alive:
+                    st.toast(f"Queued {len(ids)} job(s); the worker is running.", icon=":material/check:")
+                else:
+                    st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
+                               f"(store `{store_root()}`); see `{store_root() / 'logs'}`.", icon=":material/warning:")
+
+
+def _progress(live: bool) -> None:
+    with guard("The job progress"):
+        if not _progress_body() and live:
+            st.rerun(scope="app")  # everything finished: one full rerun stops the refresh
+
+
+def _progress_body() -> bool:
+    """Draw the jobs; returns whether any is still queued or running."""
+    from segunc.runner.jobs import cancel_job, job_status, list_jobs, worker_alive
+
+    s = store()
+    jobs = list_jobs(s)
+    if jobs.empty:
+        st.caption("No jobs yet.")
+        return False
+    alive = worker_alive(store_root())
+    active = jobs[jobs["state"].isin(["queued", "running"])]
+    st.caption(f"Worker: {'running' if alive else 'not running'} · {len(active)} active job(s) · "
+               f"updated {time.strftime('%H:%M:%S')}")
+    for _, job in jobs.iterrows():
+        if job["state"] not in ("queued", "running") and job["job_id"] not in ss.get("run_last", []):
+            continue
+        stt = job_status(s, job["job_id"])
+        total, done = stt["total"] or 0, stt["done"] or 0
+        with st.container(border=True):
+            c1, c2 = st.columns([5, 1], vertical_alignment="center")
+            c1.markdown(f"{STATE_ICON.get(stt['state'], '')} **{job['backend']}** · {job['modes']} · split {job['split']}"
+                        f" · T={job['samples']} · `{job['job_id'][:10]}` — **{stt['state']}**")
+            c1.progress(done / total if total else 0.0,
+                        text=f"{done}/{total} slices · {stt['failed']} failed · {stt.get('computed') or 0} computed, "
+                             f"{stt.get('skipped') or 0} reused" + (f" · now {stt['current']}" if stt.get("current") else "")
+                             + (f" · about {fmt_seconds(stt['eta_s'])} left" if stt.get("eta_s") else ""))
+            if stt["state"] in ("queued", "running"):
+                c2.button("Cancel", key=f"cancel_{job['job_id']}", on_click=cancel_job, args=(s, job["job_id"]),
+                          icon=":material/stop_circle:", disabled=stt.get("cancel_requested", False))
+            if stt.get("error"):
+                st.error(f"The job could not start: {stt['error']}", icon=":material/error:")
+            if stt["errors"]:
+                with st.expander(f"{len(stt['errors'])} failed slice(s)"):
+                    st.dataframe(pd.DataFrame(stt["errors"], columns=["slice", "error"]), hide_index=True, width="stretch")
+    with st.expander(f"All jobs ({len(jobs)})"):
+        st.dataframe(jobs, hide_index=True, width="stretch")
+    return not active.empty
+
+
+with guard("The job list"):
+    st.subheader("Jobs", divider="gray")
+    from segunc.runner.jobs import list_jobs
+
+    has_active = bool(list_jobs(store())["state"].isin(["queued", "running"]).any())
+    # refresh every 2 s while something is queued or running; a static list otherwise
+    (st.fragment(run_every=2.0)(_progress) if has_active else _progress)(has_active)

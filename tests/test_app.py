@@ -1,0 +1,221 @@
+"""Every page of the Streamlit app, with streamlit.testing.v1.AppTest, over a real results store
+(tests/conftest_app.py: the real pipeline on real val slices): renders without an exception or an
+error box, and shows what the store holds."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest_app import APP, MODES, N_SLICES, SAMPLES, app_env, app_store  # noqa: F401
+
+PAGES = ["home", "dataset", "run", "compare", "metrics", "calibration"]
+TIMEOUT = 300
+
+
+def open_page(page: str, query: dict | None = None, state: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    if page != "home":
+        at.switch_page(f"pages/{page}.py")
+    at.query_params.update(query or {})
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    return at.run()
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def store_frame(app_store) -> pd.DataFrame:
+    from segunc.store import ResultStore
+
+    return ResultStore(app_store).metrics_frame()
+
+
+def n_images(at: AppTest) -> int:
+    return sum(len(e.proto.imgs) for e in at.get("imgs"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app_env, page):
+    at = open_page(page)
+    assert_clean(at)
+    assert len(at.title) == 1
+
+
+def test_home_reports_data_models_and_store(app_env, app_store):
+    at = open_page("home")
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Results"] == str(2 * N_SLICES * len(MODES)) and metrics["Slices"] == str(N_SLICES)
+    models = at.dataframe[1].value.set_index("backend")
+    assert models.loc["unet", "ready"] and models.loc["litemedsam", "ready"]
+    assert not models.loc["medsam", "ready"]
+    text = " ".join(m.value for m in at.markdown)
+    assert "Missing weights" in text and "medsam_vit_b.pth" in text  # the backend's own weights_hint
+    counts = at.dataframe[2].value
+    assert (counts.to_numpy() == N_SLICES).all()
+
+
+def test_dataset_browses_a_patient(app_env):
+    at = open_page("dataset")
+    assert_clean(at)
+    assert n_images(at) == 4  # three channels + ground-truth overlay
+    assert len(at.get("plotly_chart")) == 1
+    patients = at.selectbox(key="ds_patient").options
+    at.selectbox(key="ds_patient").set_value(at.selectbox(key="ds_patient").options[1].split("  ·")[0]).run()
+    assert_clean(at)
+    at.toggle(key="ds_tumour_only").set_value(True).run()
+    assert_clean(at)
+    assert len(patients) >= 2
+
+
+def test_compare_deep_link_grid_and_stepping(app_env, app_store):
+    df = store_frame(app_store)
+    slices = sorted(df["slice_id"].unique(), key=lambda s: int(s.rsplit("_", 1)[1]))
+    at = open_page("compare", query={"slice": slices[1], "focus": "unet:tta"})
+    assert_clean(at)
+    assert at.selectbox(key="cmp_slice").value == slices[1]
+    assert n_images(at) == 1 + 2 * 2 * len(MODES)  # header + (overlay, heatmap) per backend × mode
+    assert [s.value for s in at.subheader][:2] == ["unet", "litemedsam"]
+    table = at.dataframe[0].value
+    expect = df[df["slice_id"] == slices[1]]
+    assert len(table) == len(expect) == 2 * len(MODES)
+    got = table.set_index(["backend", "mode"])["Dice"].sort_index()
+    ref = expect.set_index(["backend", "mode"])["dice"].sort_index()
+    np.testing.assert_allclose(got.to_numpy(), ref.to_numpy())
+    assert at.query_params["slice"] == [slices[1]] or at.query_params["slice"] == slices[1]
+
+    at.button(key="cmp_next").click().run()
+    assert at.selectbox(key="cmp_slice").value == slices[2]
+    at.button(key="cmp_next").click().run()
+    assert at.selectbox(key="cmp_slice").value == slices[0]  # wraps around
+    at.button(key="cmp_prev").click().run()
+    assert at.selectbox(key="cmp_slice").value == slices[2]
+    assert_clean(at)
+
+    # worst Dice of U-Net normal first
+    at.selectbox(key="cmp_sort").set_value("dice_asc").run()
+    at.selectbox(key="cmp_ref_backend").set_value("unet").run()
+    at.selectbox(key="cmp_ref_mode").set_value("normal").run()
+    dice = df[(df["backend"] == "unet") & (df["mode"] == "normal")].set_index("slice_id")["dice"]
+    order = at.selectbox(key="cmp_slice").options
+    ranked = [o.split("  ·")[0] for o in order]
+    assert ranked == sorted(dice.index, key=lambda s: (dice[s], int(s.rsplit("_", 1)[1])))
+    at.selectbox(key="cmp_map").set_value("variance").run()
+    assert_clean(at)
+
+
+def test_compare_filters_to_linked_backend(app_env):
+    at = open_page("compare", query={"backend": "litemedsam", "mode": "normal,crf"})
+    assert_clean(at)
+    assert [s.value for s in at.subheader][0] == "litemedsam"
+    assert n_images(at) == 1 + 2 * 2
+
+
+def test_metrics_distributions_table_and_tests(app_env, app_store):
+    from segunc import stats
+
+    df = store_frame(app_store)
+    at = open_page("metrics")
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 9  # every metric
+
+    at = open_page("metrics", state={"metrics_tab": "Summary table"})
+    assert_clean(at)
+    shown = at.dataframe[0].value
+    ref = stats.describe(df, n_resamples=2000)
+    assert len(shown) == len(ref) == 2 * len(MODES) * 9
+    np.testing.assert_allclose(shown["median"].to_numpy(), ref["median"].to_numpy())
+    np.testing.assert_allclose(shown["ci_low"].to_numpy(), ref["ci_low"].to_numpy(), equal_nan=True)
+    latex = [c.value for c in at.code]
+    assert latex and r"\begin{tabular}" in latex[0]
+
+    at = open_page("metrics", state={"metrics_tab": "Significance tests"})
+    assert_clean(at)
+    fr = stats.friedman(df, "dice", "unet")
+    values = {m.label: m.value for m in at.metric}
+    assert values["Blocks (complete)"] == str(N_SLICES)
+    assert values[f"χ² (df = {len(MODES) - 1})"] == f"{fr.statistic:.3f}"
+    pw = at.dataframe[0].value
+    ref_pw = stats.pairwise_wilcoxon(df, "dice", "unet")
+    assert len(pw) == len(ref_pw) == len(MODES) * (len(MODES) - 1) // 2
+    np.testing.assert_allclose(pw["pvalue"].to_numpy(dtype=float), ref_pw["pvalue"].to_numpy(dtype=float), equal_nan=True)
+    at.toggle(key="m_t_pp").set_value(True).run()
+    assert_clean(at)
+
+
+def test_calibration_pooled_ece_matches_store(app_env, app_store):
+    from segunc.store import ResultStore
+
+    store = ResultStore(app_store)
+    df = store.metrics_frame()
+    at = open_page("calibration")
+    assert_clean(at)
+    pooled = at.dataframe[0].value.set_index(["backend", "mode"])
+    for (b, m), g in df.groupby(["backend", "mode"]):
+        ref = store.reliability(g["key"].tolist())
+        assert pooled.loc[(b, m), "pooled ECE"] == pytest.approx(ref["ece"], abs=1e-12)
+        assert pooled.loc[(b, m), "pixels"] == N_SLICES * 256 * 256
+    assert len(at.get("plotly_chart")) == 5  # reliability grid, calibration bars, three box plots
+
+
+def test_run_page_queues_a_job(app_env, app_store, monkeypatch):
+    """Queue the fixture's own sweep from the form: the same spec is the same job (already done)."""
+    import segunc.runner.jobs as jobs
+
+    started = []
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: started.append(a) or True)
+    at = open_page("run")
+    assert_clean(at)
+    at.number_input(key="run_T").set_value(SAMPLES)
+    at.number_input(key="run_limit").set_value(N_SLICES)
+    at.multiselect(key="run_backends").set_value(["unet"])
+    at.run()
+    cost = at.dataframe[0].value
+    assert cost.loc[0, "slices"] == N_SLICES and cost.loc[0, "backend"] == "unet"
+    at.button(key="run_queue").click().run()
+    assert_clean(at)
+    assert started, "the page did not ask for a worker"
+    store_jobs = jobs.list_jobs(__import__("segunc.store", fromlist=["ResultStore"]).ResultStore(app_store))
+    assert len(store_jobs) == 2  # the two fixture sweeps: queueing the same spec attached to its job
+    assert at.session_state["run_last"][0] in set(store_jobs["job_id"])
+    assert any("done" in m.value for m in at.markdown)
+
+
+def test_result_pages_on_an_empty_store(tmp_path, app_env, monkeypatch):
+    monkeypatch.setenv("SEGUNC_CACHE", str(tmp_path / "empty"))
+    for page in ("home", "compare", "metrics", "calibration", "run"):
+        at = open_page(page)
+        assert_clean(at)
+        if page in ("compare", "metrics", "calibration"):
+            assert any("store is empty" in i.value for i in at.info), page
+
+
+def test_pages_without_data_explain_it(tmp_path, app_env, monkeypatch):
+    monkeypatch.setenv("SEGUNC_DATA", str(tmp_path / "no_such_folder"))
+    for page in ("home", "dataset"):
+        at = open_page(page)
+        assert not at.exception
+        assert any("no_such_folder" in w.value for w in at.warning), page
+    at = open_page("compare")
+    assert not at.exception
+    assert at.error and "could not be shown" in at.error[0].value and "no_such_folder" in at.error[0].value
+
+
+def test_a_failing_section_becomes_a_message(app_env, monkeypatch):
+    from segunc import viz
+
+    def boom(*a, **k):
+        raise RuntimeError("figure backend exploded")
+
+    monkeypatch.setattr(viz, "distribution_figure", boom)
+    at = open_page("metrics")
+    assert not at.exception
+    assert len(at.error) == 1
+    msg = at.error[0].value
+    assert "The distributions could not be shown" in msg and "RuntimeError: figure backend exploded" in msg

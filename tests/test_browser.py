@@ -1,0 +1,185 @@
+"""The app in a real headless Chromium (Playwright driving the system's Chromium; nothing is
+downloaded at run time): every page loads, finishes its script run, shows no exception box, no
+error box and no JavaScript error, and leaves a full-page screenshot in ``$SEGUNC_SCREENSHOTS``
+(default: a temporary folder, printed). Clicking a point in a metric plot opens that slice on the
+Compare page, and the arrow keys step through slices there.
+
+Needs a Chromium: ``$SEGUNC_CHROMIUM``, else ``chromium`` / ``chromium-browser`` / ``google-chrome``
+on PATH (Debian: ``apt-get install chromium``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest_app import ROOT, app_store  # noqa: F401
+
+PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
+         "calibration": "calibration"}
+VIEWPORT = {"width": 1600, "height": 1000}
+
+
+def chromium_path() -> str:
+    for cand in (os.environ.get("SEGUNC_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if cand and (shutil.which(cand) or Path(cand).is_file()):
+            return shutil.which(cand) or cand
+    pytest.fail("no Chromium found for the browser tests: install it (Debian: apt-get install chromium) "
+                "or set SEGUNC_CHROMIUM to its executable")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``streamlit run app.py`` on a free port with the given environment; stopped by :meth:`stop`."""
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(self.port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false"]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "w"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"streamlit did not start within 120 s: {log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def wait_idle(page, timeout: float = 240.0, settle: int = 4) -> float:
+    """Wait until the app's script run is over, images are decoded and plotly charts drawn; seconds taken."""
+    t0 = time.perf_counter()
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
+    stable = 0
+    while time.perf_counter() - t0 < timeout:
+        state = page.get_attribute('[data-testid="stApp"]', "data-test-script-state")
+        ready = page.evaluate("""() => [...document.images].every(i => i.complete) &&
+            [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(c => c.querySelector('.main-svg')) &&
+            !document.querySelector('[data-testid="stSkeleton"]')""")
+        stable = stable + 1 if state == "notRunning" and ready else 0
+        if stable >= settle:
+            return time.perf_counter() - t0 - settle * 0.1
+        time.sleep(0.1)
+    raise TimeoutError(f"page still busy after {timeout:.0f} s (script state {state!r})")
+
+
+def problems(page) -> list[str]:
+    """Exception boxes and error alerts on the page."""
+    out = [f"exception: {e.inner_text()[:300]}" for e in page.query_selector_all('[data-testid="stException"]')]
+    out += [f"error: {e.inner_text()[:300]}" for e in page.query_selector_all('[data-testid="stAlertContentError"]')]
+    return out
+
+
+def screenshot(page, path: Path) -> None:
+    """Full-page screenshot; Streamlit scrolls inside its main section, so grow the viewport to fit it."""
+    h = page.evaluate("() => (document.querySelector('[data-testid=\"stMain\"]') || document.body).scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": int(min(max(VIEWPORT["height"], h + 40), 8000))})
+    time.sleep(0.5)
+    wait_idle(page, 60, settle=2)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+
+
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory) -> Path:
+    d = Path(os.environ.get("SEGUNC_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    d.mkdir(parents=True, exist_ok=True)
+    print(f"\n[browser] screenshots in {d}")
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(app_store, lgg_root, unet_weights, tmp_path_factory):
+    env = {"SEGUNC_CACHE": str(app_store), "SEGUNC_DATA": str(lgg_root), "SEGUNC_WEIGHTS": str(unet_weights.parent)}
+    srv = Server(env, tmp_path_factory.mktemp("server") / "streamlit.log")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport=VIEWPORT)
+    pg = ctx.new_page()
+    pg.js_errors = []
+    pg.on("pageerror", lambda exc: pg.js_errors.append(str(exc)))
+    yield pg
+    ctx.close()
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_loads_cleanly(server, page, shots, name):
+    page.goto(f"{server.url}/{PAGES[name]}")
+    seconds = wait_idle(page)
+    screenshot(page, shots / f"{name}.png")
+    assert not problems(page), problems(page)
+    assert not page.js_errors, page.js_errors
+    assert page.query_selector("h1"), "no page title"
+    print(f"[browser] {name}: ready in {seconds:.1f} s")
+
+
+def test_clicking_a_point_opens_that_slice(server, page, shots):
+    page.goto(f"{server.url}/metrics")
+    wait_idle(page)
+    point = page.locator('[data-testid="stPlotlyChart"]').first.locator("g.points path.point").first
+    point.click(force=True)
+    page.wait_for_url("**/compare?*", timeout=60_000)
+    wait_idle(page)
+    assert "slice=TCGA_" in page.url and "focus=" in page.url
+    slice_id = page.url.split("slice=")[1].split("&")[0]
+    assert slice_id in page.inner_text('[data-testid="stMain"]')
+    assert not problems(page) and not page.js_errors
+    screenshot(page, shots / "compare_from_click.png")
+
+
+def test_arrow_keys_step_through_slices(server, page):
+    page.goto(f"{server.url}/compare")
+    wait_idle(page)
+    first = page.url.split("slice=")[1].split("&")[0]
+    page.locator("h1").click()  # focus the page, not an input
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(f"() => !location.search.includes('slice={first}')", timeout=60_000)
+    wait_idle(page)
+    second = page.url.split("slice=")[1].split("&")[0]
+    assert second != first
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function(f"() => location.search.includes('slice={first}')", timeout=60_000)
+    assert not problems(page) and not page.js_errors

