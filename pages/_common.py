@@ -7,8 +7,8 @@ the store's modification time, so new results show up without a restart.
 """
 from __future__ import annotations
 
+import json
 import logging
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +24,24 @@ PAGE_FILES = {"home": "pages/home.py", "dataset": "pages/dataset.py", "run": "pa
               "compare": "pages/compare.py", "metrics": "pages/metrics.py", "calibration": "pages/calibration.py"}
 #: widget keys whose values survive page switches (see :func:`keep_state`)
 STICKY = ("f_backends", "f_modes", "f_split", "f_runs")
+
+
+# ------------------------------------------------------------------------------ bootstrap
+def ensure_app() -> None:
+    """Make sure the page runs inside ``app.py``'s navigation (call first on every page).
+
+    On a fresh server, a deep link such as ``/compare?slice=...`` can arrive before ``app.py`` has
+    ever run; Streamlit then falls back to its legacy ``pages/`` folder mode and runs the page file
+    alone (no page config, no navigation). Switch that mode off and rerun: the rerun goes through
+    ``app.py``, whose ``st.navigation`` resolves the same page (same url path), query string kept.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy mode
+        return
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 # -------------------------------------------------------------------------------- errors
@@ -76,13 +94,15 @@ def store_root() -> Path:
 
 
 def store_version(root: Path | str | None = None) -> float:
-    """Newest modification time among the store folder's top-level entries (database, WAL, ...)."""
-    root = Path(root or store_root())
-    try:
-        with os.scandir(root) as it:
-            return max((e.stat().st_mtime for e in it), default=0.0)
-    except OSError:
-        return 0.0
+    """Newest modification time of the store's database and its write-ahead log (any write bumps one)."""
+    db = Path(_store(str(root or store_root())).db_path)
+    times = []
+    for path in (db, db.with_name(db.name + "-wal")):
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=0.0)
 
 
 # --------------------------------------------------------------------------------- store
@@ -97,24 +117,26 @@ def store():
     return _store(str(store_root()))
 
 
-@st.cache_data(show_spinner="Loading results…", max_entries=4)
-def _metrics_frame(root: str, version: float) -> pd.DataFrame:
-    df = _store(root).metrics_frame()
-    if df is None or df.empty:
-        return pd.DataFrame(columns=["key", "run_id", "patient_id", "slice_id", "split", "backend", "mode"])
-    if "created_at" in df.columns:
-        df = df.sort_values("created_at", kind="stable")
-    df = df.drop_duplicates("key", keep="last") if "key" in df.columns else df
-    for c in ("backend", "mode", "split", "run_id"):
-        if c in df.columns:
-            df[c] = df[c].astype(str)
-    return df.reset_index(drop=True)
+@st.cache_data(show_spinner="Loading results…", max_entries=8)
+def _metrics_frame(root: str, version: float, run_ids: tuple[str, ...]) -> pd.DataFrame:
+    return _store(root).metrics_frame(run_ids=list(run_ids) if run_ids else None)
 
 
-def metrics_frame() -> pd.DataFrame:
-    """Every metric row in the store (one per result key), cached until the store changes."""
+def metrics_frame(run_ids: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every metric row in the store (one per result key), or those of the given runs; cached until
+    the store changes."""
     root = store_root()
-    return _metrics_frame(str(root), store_version(root))
+    return _metrics_frame(str(root), store_version(root), tuple(run_ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _runs(root: str, version: float) -> pd.DataFrame:
+    return _store(root).runs()
+
+
+def runs() -> pd.DataFrame:
+    root = store_root()
+    return _runs(str(root), store_version(root))
 
 
 @st.cache_resource(show_spinner=False, max_entries=192)
@@ -214,12 +236,30 @@ def no_results(message: str = "The results store is empty.") -> None:
     st.page_link(PAGE_FILES["run"], label="Go to Run", icon=":material/play_arrow:")
 
 
+def _run_label(r) -> str:
+    try:
+        cfg = json.loads(r.settings_json).get("config", {})
+        extra = f" · T={cfg['samples']}" if "samples" in cfg else ""
+    except (TypeError, ValueError, AttributeError):
+        extra = ""
+    when = r.created_at.strftime("%Y-%m-%d %H:%M") if hasattr(r.created_at, "strftime") else ""
+    return f"{r.backend} · {r.modes}{extra} · {when} · {str(r.run_id)[:8]}"
+
+
 def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> pd.DataFrame:
-    """Sidebar filters (backends, modes, split, runs) shared by the result pages; returns the selection."""
+    """Sidebar filters (runs, backends, modes, split) shared by the result pages; returns the selection."""
     from segunc.stats import order_modes
 
     with st.sidebar:
         st.subheader("Results")
+        rr = runs()
+        if len(rr) > 1:
+            labels = {r.run_id: _run_label(r) for r in rr.itertuples()}
+            _valid("f_runs", list(labels))
+            sel_r = st.multiselect("Runs", list(labels), key="f_runs", format_func=labels.get,
+                                   placeholder="all runs", help="Results of these sweeps only (empty: every result)")
+            if sel_r:
+                df = metrics_frame(tuple(sel_r))
         backends = list(dict.fromkeys(df["backend"]))
         modes = order_modes(df["mode"])
         splits = [s for s in ("val", "test", "train") if s in set(df.get("split", []))]
@@ -230,20 +270,12 @@ def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> 
         if st.session_state.get("f_split") not in ("all", *splits):
             st.session_state.pop("f_split", None)
         split = st.selectbox("Split", ["all", *splits], key="f_split", disabled=len(splits) < 2)
-        runs = list(dict.fromkeys(df["run_id"])) if "run_id" in df.columns else []
-        sel_r = runs
-        if len(runs) > 1:
-            _valid("f_runs", runs)
-            sel_r = st.multiselect("Runs", runs, key="f_runs", help="Results of each run; leave all for every run",
-                                   **_default("f_runs", runs))
     out = df[df["backend"].isin(sel_b) & df["mode"].isin(sel_m)]
     if split != "all" and "split" in out.columns:
         out = out[out["split"] == split]
-    if runs and len(sel_r) < len(runs):
-        out = out[out["run_id"].isin(sel_r)]
-    dup = out.duplicated(["backend", "mode", "slice_id"]).sum()
+    dup = int(out.duplicated(["backend", "mode", "slice_id"]).sum())
     if dup:
-        st.sidebar.warning(f"{dup} slice result(s) exist under several settings (runs); statistics average them. "
+        st.sidebar.warning(f"{dup} slice result(s) exist under several settings; statistics average them. "
                            "Pick runs to compare like with like.", icon=":material/warning:")
     return out
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import guard, metrics_frame, no_results, open_clicked, reliability, result_filters
+from pages._common import ensure_app, guard, metrics_frame, no_results, open_clicked, reliability, result_filters
 from segunc import stats, viz
 from segunc.metrics import ece_from_bins
+
+ensure_app()
 
 CAL = ("nll", "ece", "brier")
 

@@ -1,5 +1,6 @@
 """Compare a slice: one panel per backend × mode — prediction against ground truth and uncertainty map.
 
+
 Deep links: ``?slice=<slice_id>&backend=unet,litemedsam&mode=normal,fusion&map=entropy&focus=unet:tta``
 (every parameter optional). The address bar follows the view, so it can be copied at any time.
 """
@@ -9,10 +10,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._common import PAGE_FILES, guard, load_maps, metrics_frame, no_results, result_filters, slice_arrays
+from pages._common import (PAGE_FILES, ensure_app, guard, load_maps, metrics_frame, no_results, result_filters,
+                           slice_arrays)
 from segunc import viz
 from segunc.metrics import METRIC_NAMES
 from segunc.stats import METRIC_LABELS, order_modes
+
+ensure_app()
 
 MAPS = ("entropy", "variance", "mutual_information")
 SORTS = {"slice": "Slice id", "dice_asc": "Dice, worst first", "dice_desc": "Dice, best first",
@@ -27,10 +31,17 @@ def _natural(slice_id: str) -> tuple[str, int]:
     return (head, int(tail)) if tail.isdigit() else (slice_id, -1)
 
 
+LINK_KEYS = ("slice", "backend", "mode", "map", "focus")
+
+
+def _link() -> tuple:
+    return tuple(st.query_params.get(k) for k in LINK_KEYS)
+
+
 def _apply_link(df: pd.DataFrame) -> None:
-    """Query parameters → widget state, once per distinct link (before the widgets are drawn)."""
-    qp = st.query_params
-    link = tuple(qp.get(k) for k in ("slice", "backend", "mode", "map", "focus"))
+    """Query parameters → widget state when the address changed from outside (a link, the Metrics page);
+    the page's own updates of the address (:func:`_write_link`) are remembered and not re-applied."""
+    link = _link()
     if not any(link) or ss.get("_cmp_link") == link:
         return
     ss["_cmp_link"] = link
@@ -46,6 +57,17 @@ def _apply_link(df: pd.DataFrame) -> None:
     ss["cmp_focus"] = focus or ""
     if focus and ":" in focus:  # sort by the clicked result's backend and mode
         ss["cmp_ref_backend"], ss["cmp_ref_mode"] = focus.split(":", 1)
+
+
+def _write_link(df: pd.DataFrame, slice_id: str, map_name: str, backends: list[str], modes: list[str]) -> None:
+    """The address bar follows the view (copy it to share this exact view)."""
+    st.query_params.update({"slice": slice_id, "map": map_name})
+    for k, shown in (("backend", backends), ("mode", modes)):
+        if set(shown) != set(df[k]):
+            st.query_params[k] = ",".join(shown)
+        elif k in st.query_params:
+            del st.query_params[k]
+    ss["_cmp_link"] = _link()
 
 
 def _step(order: list[str], delta: int) -> None:
@@ -121,8 +143,9 @@ with guard("The slice comparison"):
     n1, n2, n3, n4 = st.columns([1.1, 5, 1.1, 1.2], vertical_alignment="bottom")
     n1.button("Prev", key="cmp_prev", on_click=_step, args=(order, -1), icon=":material/chevron_left:",
               shortcut="Left", width="stretch", help="Previous slice (← key)")
-    label = (lambda s: f"{s}  ·  {SORTS[sort].split(',')[0]} {score[s]:.3f}" if s in score else s)
-    slice_id = n2.selectbox("Slice", order, key="cmp_slice", format_func=label)
+    what = SORTS[sort].split(",")[0]
+    slice_id = n2.selectbox("Slice", order, key="cmp_slice",
+                            format_func=lambda s: f"{s}  ·  {what} {score[s]:.3f}" if s in score else s)
     n3.button("Next", key="cmp_next", on_click=_step, args=(order, 1), icon=":material/chevron_right:",
               shortcut="Right", width="stretch", help="Next slice (→ key)")
     pos = order.index(slice_id)
@@ -136,14 +159,7 @@ with guard("The slice comparison"):
         cmap = o3.selectbox("Colour map", ["Viridis", "Inferno", "Cividis", "Magma"], key="cmp_cmap")
         alpha = o4.slider("Overlay opacity", 0.2, 1.0, 0.6, 0.05, key="cmp_alpha")
 
-    st.query_params.update({"slice": slice_id, "map": map_name})
-    for k in ("backend", "mode"):
-        full = list(dict.fromkeys(df[k]))
-        shown = backends if k == "backend" else modes
-        if set(shown) != set(full):
-            st.query_params[k] = ",".join(shown)
-        elif k in st.query_params:
-            del st.query_params[k]
+    _write_link(df, slice_id, map_name, backends, modes)
     focus = ss.get("cmp_focus", "")
 
     # ------------------------------------------------------------------ data

@@ -1,11 +1,13 @@
 """Dataset: browse patients and slices, the three MRI channels, the ground truth and tumour sizes."""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from pages._common import PAGE_FILES, data_root, explain, guard, metrics_frame, slice_arrays, slice_index, tumour_sizes
+from pages._common import (PAGE_FILES, data_root, ensure_app, explain, guard, metrics_frame, slice_arrays, slice_index,
+                           tumour_sizes)
 from segunc import viz
+
+ensure_app()
 
 st.title("Dataset")
 

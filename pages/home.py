@@ -6,7 +6,10 @@ from dataclasses import asdict
 import pandas as pd
 import streamlit as st
 
-from pages._common import PAGE_FILES, data_root, guard, metrics_frame, slice_index, store, store_root, tumour_sizes
+from pages._common import (PAGE_FILES, data_root, ensure_app, guard, metrics_frame, runs, slice_index, store_root,
+                           tumour_sizes)
+
+ensure_app()
 
 PIPELINE_DOT = """
 digraph G {
@@ -92,11 +95,11 @@ with guard("The model summary"):
 with guard("The results summary"):
     st.subheader("Results store", divider="gray")
     df = metrics_frame()
-    runs = store().runs()
+    run_table = runs()
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Results", f"{len(df):,}", help="one per slice × backend × mode")
     c2.metric("Slices", f"{df['slice_id'].nunique():,}" if len(df) else "0")
-    c3.metric("Runs", f"{len(runs):,}" if runs is not None else "0")
+    c3.metric("Runs", f"{len(run_table):,}")
     c4.metric("Backends × modes", f"{df.groupby(['backend', 'mode']).ngroups}" if len(df) else "0")
     st.markdown(f"**Folder** `{store_root()}` (`SEGUNC_CACHE`)")
     if len(df):

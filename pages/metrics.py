@@ -7,9 +7,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import guard, metrics_frame, no_results, open_clicked, result_filters
+from pages._common import ensure_app, guard, metrics_frame, no_results, open_clicked, result_filters
 from segunc import stats, viz
 from segunc.metrics import HIGHER_IS_BETTER, METRIC_NAMES
+
+ensure_app()
 
 LABEL = stats.METRIC_LABELS
 #: above this many points per figure only outliers are drawn (all values still shape the boxes)
@@ -142,21 +144,24 @@ with guard("The metrics page"):
                 st.markdown(f"**Pairwise Wilcoxon signed-rank tests** (scipy.stats.wilcoxon), Holm-corrected over "
                             f"{len(pw)} pairs; effect size: matched-pairs rank-biserial r (+1: every {unit[:-1]} has "
                             f"mode A above mode B). {LABEL.get(metric, metric)}: {arrow} is better.")
-                left, right = st.columns([3, 2])
+                cols = ["mode_a", "mode_b", "n", "median_a", "median_b", "rank_biserial", "p_holm", "significant", "better",
+                        "pvalue", "statistic", "median_diff", "note"]
+                show = pw.assign(mode_a=pw["mode_a"].map(viz.mode_label), mode_b=pw["mode_b"].map(viz.mode_label),
+                                 better=pw["better"].map(lambda m: viz.mode_label(m) if m else ""))[cols]
+                st.dataframe(show, hide_index=True, width="stretch", height=min(38 + 35 * len(show), 600), column_config={
+                    "mode_a": "mode A", "mode_b": "mode B",
+                    "median_a": st.column_config.NumberColumn("median A", format="%.4f"),
+                    "median_b": st.column_config.NumberColumn("median B", format="%.4f"),
+                    "rank_biserial": st.column_config.NumberColumn("r", format="%+.3f", help="matched-pairs rank-biserial"),
+                    "p_holm": st.column_config.NumberColumn("p (Holm)", format="%.2e"),
+                    "significant": st.column_config.CheckboxColumn("< α"),
+                    "better": st.column_config.TextColumn("better", help="the favoured mode when significant"),
+                    "pvalue": st.column_config.NumberColumn("p (raw)", format="%.2e"),
+                    "statistic": st.column_config.NumberColumn("W", format="%.1f", help="Wilcoxon statistic"),
+                    "median_diff": st.column_config.NumberColumn("median A−B", format="%.4f"),
+                })
+                left, _ = st.columns([3, 2])
                 with left:
-                    show = pw.assign(mode_a=pw["mode_a"].map(viz.mode_label), mode_b=pw["mode_b"].map(viz.mode_label))
-                    st.dataframe(show.drop(columns=["backend", "metric"]), hide_index=True, width="stretch",
-                                 column_config={
-                                     "median_a": st.column_config.NumberColumn("median A", format="%.4f"),
-                                     "median_b": st.column_config.NumberColumn("median B", format="%.4f"),
-                                     "median_diff": st.column_config.NumberColumn("median A−B", format="%.4f"),
-                                     "statistic": st.column_config.NumberColumn("W", format="%.1f"),
-                                     "pvalue": st.column_config.NumberColumn("p", format="%.2e"),
-                                     "p_holm": st.column_config.NumberColumn("p (Holm)", format="%.2e"),
-                                     "rank_biserial": st.column_config.NumberColumn("r", format="%+.3f"),
-                                     "significant": st.column_config.CheckboxColumn(f"< α"),
-                                 })
-                with right:
                     st.plotly_chart(viz.pvalue_figure(pw, alpha=alpha), width="stretch", key="m_pfig",
                                     config={"displaylogo": False})
                 st.download_button("Tests (CSV)", lambda: pd.concat([

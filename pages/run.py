@@ -6,7 +6,9 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._common import data_root, explain, fmt_seconds, guard, store, store_root
+from pages._common import data_root, ensure_app, explain, fmt_seconds, guard, store, store_root
+
+ensure_app()
 
 ss = st.session_state
 FLIPS = {False: "original", True: "horizontal flip"}
@@ -54,7 +56,11 @@ def _config():
     from segunc.refine.crf import CRFParams
 
     thr = ss["run_thr"]
-    tparams = {THRESHOLD_PARAM[thr][0]: float(ss[f"run_thr_{thr}"])} if thr in THRESHOLD_PARAM else {}
+    tparams = {}
+    if thr in THRESHOLD_PARAM:  # only a non-default value is a parameter (the defaults give the CLI's result keys)
+        name, _, default, *_ = THRESHOLD_PARAM[thr]
+        if float(ss[f"run_thr_{thr}"]) != default:
+            tparams[name] = float(ss[f"run_thr_{thr}"])
     fusion = FusionConfig(source=ss["run_fsource"], sources=tuple(ss["run_fsources"]), sample_mode=ss["run_fsample"],
                           uncertainty=ss["run_func"], weighting=ss["run_weighting"], lam=float(ss["run_lam"]),
                           alpha=float(ss["run_alpha"]), threshold=thr, threshold_params=tparams)
@@ -225,7 +231,7 @@ def _progress_body() -> bool:
         return False
     alive = worker_alive(store_root())
     active = jobs[jobs["state"].isin(["queued", "running"])]
-    st.caption(f"Worker: {'running' if alive else 'not running'} · {len(active)} active job(s) · "
+    st.caption(f"Background worker: {'running' if alive else 'not running'} · {len(active)} active job(s) · "
                f"updated {time.strftime('%H:%M:%S')}")
     for _, job in jobs.iterrows():
         if job["state"] not in ("queued", "running") and job["job_id"] not in ss.get("run_last", []):

@@ -98,6 +98,9 @@ def _sweep(args: argparse.Namespace):
     if not refs:
         raise ValueError(f"{data}: no slices in split '{args.split}'" + ("" if args.all_slices else " with tumour"))
     parse_modes(args.modes)
+    from .backends import BACKENDS
+
+    BACKENDS.get(args.backend)  # unknown backend: fail before touching the store
     spec = spec_from_args(args)
     store = ResultStore(args.cache)
     job_id, counts = run_sweep(store, spec, refs=refs, progress=True)

@@ -28,7 +28,7 @@ from .stats import METRIC_LABELS, order_modes
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
            "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label",
-           "grid_png"]
+           "grid_png", "box_stats"]
 
 #: Okabe-Ito colours for the three outcomes of a prediction against the ground truth
 OUTCOME_COLORS = {"TP": (240, 228, 66), "FP": (213, 94, 0), "FN": (86, 180, 233)}
@@ -174,12 +174,33 @@ def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
     return fig
 
 
+CUSTOM_COLUMNS = ("key", "slice_id", "patient_id", "backend", "mode")
+
+
+def _custom(g: pd.DataFrame) -> np.ndarray:
+    return np.stack([g[c].astype(str).to_numpy() if c in g else np.full(len(g), "") for c in CUSTOM_COLUMNS], axis=1)
+
+
+def box_stats(x: np.ndarray) -> dict[str, float]:
+    """Tukey box of ``x`` as plotly draws it: linear quartiles, whiskers at the furthest points within
+    1.5 IQR of the box, and the mean."""
+    x = np.asarray(x, float)
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    iqr = q3 - q1
+    inside = x[(x >= q1 - 1.5 * iqr) & (x <= q3 + 1.5 * iqr)]
+    return {"q1": q1, "median": med, "q3": q3, "lowerfence": inside.min(), "upperfence": inside.max(), "mean": x.mean()}
+
+
 def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points: str | bool = "all",
-                        height: int = 430, title: str | None = None) -> go.Figure:
+                        height: int = 430, title: str | None = None, max_points: int = 6000, seed: int = 0) -> go.Figure:
     """Box (``kind='box'``) or violin plot of ``metric`` by mode (x), one colour per backend.
 
-    Every point's ``customdata`` is ``[key, slice_id, patient_id, backend, mode]`` so a click can
+    Every drawn point's ``customdata`` is ``[key, slice_id, patient_id, backend, mode]`` so a click can
     open that slice; hover names the slice. ``points``: ``'all'``, ``'outliers'`` or ``False``.
+
+    Above ``max_points`` rows the figure stays light whatever the size of the table: boxes are
+    computed here (:func:`box_stats`) and only their outliers are sent as points; violins are
+    drawn from a random subsample of ``max_points`` rows (stratified by backend and mode).
     """
     if kind not in ("box", "violin"):
         raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}")
@@ -187,17 +208,35 @@ def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points
         raise KeyError(f"no metric column {metric!r}")
     modes = order_modes(df["mode"])
     labels = {m: mode_label(m) for m in modes}
+    big = len(df) > max_points
+    if big and kind == "violin":
+        df = df.groupby(["backend", "mode"], sort=False, observed=True).sample(frac=max_points / len(df),
+                                                                               random_state=seed)
     fig = go.Figure()
-    cols = [c for c in ("key", "slice_id", "patient_id", "backend", "mode") if c in df.columns]
+    hover_name = METRIC_LABELS.get(metric, metric)
     for i, (backend, g) in enumerate(df.groupby("backend", sort=False, observed=True)):
-        g = g.assign(_x=g["mode"].map(labels))
-        custom = np.stack([g[c].astype(str).to_numpy() if c in g else np.full(len(g), "") for c in
-                           ("key", "slice_id", "patient_id", "backend", "mode")], axis=1)
+        color = _color(BACKEND_COLORS, backend, i)
         hover = (f"<b>%{{customdata[1]}}</b><br>{backend} · %{{customdata[4]}}<br>"
-                 f"{METRIC_LABELS.get(metric, metric)} = %{{y:.4f}}<extra></extra>")
-        common = dict(x=g["_x"], y=g[metric], name=backend, legendgroup=backend, customdata=custom,
-                      hovertemplate=hover, marker=dict(color=_color(BACKEND_COLORS, backend, i), size=5, opacity=0.75),
-                      line=dict(color=_color(BACKEND_COLORS, backend, i)))
+                 f"{hover_name} = %{{y:.4f}}<extra></extra>")
+        style = dict(name=backend, legendgroup=backend, hovertemplate=hover,
+                     marker=dict(color=color, size=5, opacity=0.75), line=dict(color=color))
+        if kind == "box" and big:  # the outlier trace shares the box's slot (offsetgroup)
+            style["offsetgroup"] = backend
+            present = [m for m in modes if m in set(g["mode"])]
+            st = {m: box_stats(g.loc[g["mode"] == m, metric].to_numpy()) for m in present}
+            fig.add_trace(go.Box(x=[labels[m] for m in present], **{k: [st[m][k] for m in present] for k in
+                                 ("q1", "median", "q3", "lowerfence", "upperfence", "mean")},
+                                 boxpoints=False, hoverinfo="y", **{**style, "hovertemplate": None}))
+            if points:
+                lo = g["mode"].map({m: v["lowerfence"] for m, v in st.items()})
+                hi = g["mode"].map({m: v["upperfence"] for m, v in st.items()})
+                out = g[(g[metric] < lo) | (g[metric] > hi)]
+                if len(out):  # outliers only, drawn by an invisible box in the same slot
+                    fig.add_trace(go.Box(x=out["mode"].map(labels), y=out[metric], customdata=_custom(out), boxpoints="all",
+                                         jitter=0.35, pointpos=0, fillcolor="rgba(0,0,0,0)", hoveron="points",
+                                         showlegend=False, **{**style, "line": dict(width=0, color=color)}))
+            continue
+        common = dict(x=g["mode"].map(labels), y=g[metric], customdata=_custom(g), **style)
         if kind == "box":
             fig.add_trace(go.Box(boxpoints=points, jitter=0.35, pointpos=0, boxmean=True, **common))
         else:
@@ -301,25 +340,30 @@ def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece
     return fig
 
 
-def pvalue_figure(pairs: pd.DataFrame, alpha: float = 0.05, height: int = 360) -> go.Figure:
-    """Matrix of Holm-adjusted p-values of :func:`segunc.stats.pairwise_wilcoxon`; text: p and rank-biserial r."""
+def pvalue_figure(pairs: pd.DataFrame, alpha: float = 0.05, height: int = 400) -> go.Figure:
+    """Lower-triangle matrix of Holm-adjusted p-values of :func:`segunc.stats.pairwise_wilcoxon`.
+
+    Cell (row A, column B): colour −log10 p, text p (``*`` below ``alpha``); hover adds the rank-biserial
+    r of A against B (+1: A above B in every block)."""
     modes = order_modes([*pairs["mode_a"], *pairs["mode_b"]])
     k = len(modes)
     idx = {m: i for i, m in enumerate(modes)}
     z = np.full((k, k), np.nan)
     text = np.full((k, k), "", dtype=object)
+    r_ab = np.full((k, k), np.nan)
     for _, r in pairs.iterrows():
-        i, j = idx[r["mode_a"]], idx[r["mode_b"]]
+        i, j = sorted((idx[r["mode_a"]], idx[r["mode_b"]]), reverse=True)  # row below the diagonal
+        sign = 1 if idx[r["mode_a"]] == i else -1
         p = r["p_holm"]
-        for a, b, sign in ((i, j, 1), (j, i, -1)):
-            z[a, b] = -np.log10(max(p, 1e-300)) if np.isfinite(p) else np.nan
-            ptxt = "n/a" if not np.isfinite(p) else ("<0.001" if p < 1e-3 else f"{p:.3f}")
-            text[a, b] = f"p={ptxt}<br>r={sign * r['rank_biserial']:+.2f}" + (" *" if np.isfinite(p) and p < alpha else "")
+        z[i, j] = -np.log10(max(p, 1e-300)) if np.isfinite(p) else np.nan
+        text[i, j] = "n/a" if not np.isfinite(p) else ("<0.001" if p < 1e-3 else f"{p:.3f}") + (" *" if p < alpha else "")
+        r_ab[i, j] = sign * r["rank_biserial"]
     labels = [mode_label(m) for m in modes]
-    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", textfont=dict(size=11),
-                               colorscale="Blues", zmin=0, zmax=max(3.0, float(np.nanmax(z)) if np.isfinite(z).any() else 3.0),
-                               colorbar=dict(title="−log₁₀ p<br>(Holm)"), hoverongaps=False,
-                               hovertemplate="%{y} vs %{x}<br>%{text}<extra></extra>"))
+    zmax = max(3.0, float(np.nanmax(z)) if np.isfinite(z).any() else 3.0)
+    fig = go.Figure(go.Heatmap(z=z[1:, :-1], x=labels[:-1], y=labels[1:], text=text[1:, :-1], customdata=r_ab[1:, :-1],
+                               texttemplate="%{text}", textfont=dict(size=12), colorscale="Blues", zmin=0, zmax=zmax,
+                               colorbar=dict(title="−log₁₀ p<br>(Holm)"), hoverongaps=False, xgap=2, ygap=2,
+                               hovertemplate="%{y} vs %{x}<br>p (Holm) %{text}<br>r = %{customdata:+.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
     _layout(fig, height)
     return fig

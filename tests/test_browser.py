@@ -183,3 +183,26 @@ def test_arrow_keys_step_through_slices(server, page):
     page.keyboard.press("ArrowLeft")
     page.wait_for_function(f"() => location.search.includes('slice={first}')", timeout=60_000)
     assert not problems(page) and not page.js_errors
+
+
+def test_deep_link_on_a_fresh_server_runs_inside_the_app(app_store, lgg_root, unet_weights, browser, tmp_path):
+    """The first request of a new server is a deep link: Streamlit's legacy pages/ mode must not take over
+    (the page would run without app.py: no navigation sections, no wide layout)."""
+    from segunc.store import ResultStore
+
+    slice_id = ResultStore(app_store).metrics_frame()["slice_id"].iloc[-1]
+    env = {"SEGUNC_CACHE": str(app_store), "SEGUNC_DATA": str(lgg_root), "SEGUNC_WEIGHTS": str(unet_weights.parent)}
+    srv = Server(env, tmp_path / "streamlit.log")
+    try:
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        page.goto(f"{srv.url}/compare?slice={slice_id}&focus=litemedsam:crf")
+        wait_idle(page)
+        nav = page.inner_text('[data-testid="stSidebarNav"]')
+        assert "Set-up" in nav and "Compare a slice" in nav and "common" not in nav
+        assert page.locator(".st-key-cmp_slice").inner_text().count(slice_id) == 1
+        assert f"slice={slice_id}" in page.url
+        assert not problems(page)
+        ctx.close()
+    finally:
+        srv.stop()

@@ -179,12 +179,13 @@ def test_calibration_and_pvalue_figures(results):
     assert len(fig.data) == 6 and {t.name for t in fig.data} == {"unet", "litemedsam"}
     pw = stats.pairwise_wilcoxon(results, "dice", "unet")
     pf = viz.pvalue_figure(pw)
-    z = np.asarray(pf.data[0].z, float)
-    assert z.shape == (4, 4) and np.isnan(np.diag(z)).all()
-    np.testing.assert_allclose(z, z.T, equal_nan=True)
-    i, j = 0, 1  # normal vs tta
-    p = pw[(pw["mode_a"] == "normal") & (pw["mode_b"] == "tta")]["p_holm"].item()
-    assert z[i, j] == pytest.approx(-np.log10(p))
+    h = pf.data[0]
+    z = np.asarray(h.z, float)
+    assert list(h.y) == ["TTA", "Fusion", "CRF"] and list(h.x) == ["Normal", "TTA", "Fusion"]  # lower triangle
+    assert z.shape == (3, 3) and np.isnan(z[np.triu_indices(3, 1)]).all() and np.isfinite(np.tril(z)[np.tril_indices(3)]).all()
+    row = pw[(pw["mode_a"] == "normal") & (pw["mode_b"] == "tta")].iloc[0]
+    assert z[0, 0] == pytest.approx(-np.log10(row["p_holm"]))  # row TTA, column Normal
+    assert h.customdata[0][0] == pytest.approx(-row["rank_biserial"])  # r of TTA against Normal
 
 
 def test_tumour_profile_highlights_current_slice():
@@ -202,3 +203,39 @@ def test_grid_png():
     assert img.format == "PNG" and img.size == (150 + 2 * 55 + 5, 22 + 2 * 55 + 5)
     with pytest.raises(ValueError):
         viz.grid_png([[a]], [], ["x"])
+
+
+def test_box_stats_match_tukey_definition():
+    x = np.array([0.0, 1, 2, 3, 4, 5, 6, 7, 8, 30])
+    s = viz.box_stats(x)
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    assert (s["q1"], s["median"], s["q3"], s["mean"]) == (q1, med, q3, x.mean())
+    assert s["lowerfence"] == 0.0 and s["upperfence"] == 8.0  # 30 lies beyond q3 + 1.5 IQR
+
+
+@pytest.mark.parametrize("kind", ["box", "violin"])
+def test_distribution_figure_stays_light_on_big_tables(kind):
+    rng = np.random.default_rng(5)
+    n = 50_000
+    df = pd.DataFrame({"key": [f"{i:064x}" for i in range(n)], "slice_id": [f"TCGA_SY_{i // 20:04d}_20000101_{i % 20}" for i in range(n)],
+                       "patient_id": "P", "backend": np.where(np.arange(n) % 2, "unet", "litemedsam"),
+                       "mode": np.array(["normal", "tta", "fusion", "crf"])[np.arange(n) % 4], "dice": rng.beta(8, 2, n)})
+    fig = viz.distribution_figure(df, "dice", kind=kind, points="all", max_points=6000)
+    size = len(fig.to_json())
+    assert size < 2_000_000, size  # all 50k points with their keys would be ~7 MB
+    points = sum(len(t.y) for t in fig.data if t.y is not None and t.customdata is not None)
+    assert 0 < points <= 6000 + 10
+    if kind == "box":
+        boxes = [t for t in fig.data if t.q1 is not None]
+        assert [t.name for t in boxes] == ["litemedsam", "unet"]
+        g = df[(df["backend"] == "unet") & (df["mode"] == "tta")]["dice"].to_numpy()
+        b = boxes[1]
+        j = list(b.x).index("TTA")
+        ref = viz.box_stats(g)
+        assert b.median[j] == pytest.approx(ref["median"]) and b.upperfence[j] == pytest.approx(ref["upperfence"])
+        outliers = [t for t in fig.data if t.customdata is not None]
+        assert all(t.offsetgroup in ("unet", "litemedsam") for t in outliers)
+        n_out = sum(((df.loc[(df.backend == b_) & (df["mode"] == m_), "dice"] < viz.box_stats(gg)["lowerfence"]) |
+                     (df.loc[(df.backend == b_) & (df["mode"] == m_), "dice"] > viz.box_stats(gg)["upperfence"])).sum()
+                    for (b_, m_), gg in ((k, v["dice"].to_numpy()) for k, v in df.groupby(["backend", "mode"])))
+        assert sum(len(t.y) for t in outliers) == n_out

@@ -5,17 +5,19 @@ Entries (H x W = slice grid):
 * ``format``                 int array ``[FORMAT_VERSION, bits, H, W]``
 * ``<map>`` for each of ``mean, variance, entropy, expected_entropy, mutual_information``:
   unsigned integer codes (``uint8`` for bits <= 8, else ``uint16``), and ``<map>__range``
-  float64 ``[lo, hi]`` with lo = min(0, min v), hi = max v. Decoding: v' = lo + q·(hi − lo)/L,
-  L = 2^bits − 1, so |v' − v| <= (hi − lo) / (2L): with the default 8 bits, 0.2 % of the map's
-  own range (<= 0.00196 for probabilities/entropies in [0, 1]; a variance map that peaks at
-  1e-4 keeps its structure, error <= 2e-7). NaN pixels (if any) are listed in
-  ``<map>__nan`` (bit-packed) and restored.
+  float64 ``[lo, hi]`` with lo = min(0, min v), hi = max(max v, lo + floor); floor = 0.05 for
+  maps in [0, 1] and 0.0125 (= 0.05 · 0.25, its maximum) for the variance. Decoding:
+  v' = lo + q·(hi − lo)/L, L = 2^bits − 1, so |v' − v| <= (hi − lo) / (2L). With the default
+  8 bits: 0.2 % of the map's own range, at most 0.00196 for probabilities / entropies and
+  0.00049 for variances, and at most 1e-4 (variance 2.5e-5) on a map that stays below its
+  floor (a slice where the model sees nothing: its background noise is not worth 8 bits).
+  NaN pixels (if any) are listed in ``<map>__nan`` (bit-packed) and restored.
 * ``mask``                   the thresholded mask, ``np.packbits`` of H·W booleans.
 * ``samples`` (optional)     the T x H x W probabilities as float16 (``keep_samples``).
 
 Why quantise: float16 maps compress badly (≈ 360 KB per slice × mode on real U-Net output:
 the low bits of near-zero background probabilities and entropies are noise); 8-bit codes with a
-per-map range keep every visible structure at ≈ 45-50 KB. ``bits`` (8..16) is a store option;
+per-map range keep every visible structure at a fraction of that (see the store README). ``bits`` (8..16) is a store option;
 a file records its own, so files of different depths mix freely.
 """
 from __future__ import annotations
@@ -28,9 +30,12 @@ import numpy as np
 #: = segunc.pipeline.MAP_NAMES (repeated so reading the store does not import torch; a test checks)
 MAP_NAMES = ("mean", "variance", "entropy", "expected_entropy", "mutual_information")
 
-__all__ = ["FORMAT_VERSION", "MapFileError", "encode_maps", "decode_maps", "max_error"]
+__all__ = ["FORMAT_VERSION", "MapFileError", "encode_maps", "decode_maps", "value_range", "max_error"]
 
 FORMAT_VERSION = 1
+#: smallest quantisation range per map (see the module docstring)
+RANGE_FLOOR = {"variance": 0.0125}
+DEFAULT_FLOOR = 0.05
 
 
 class MapFileError(ValueError):
@@ -43,20 +48,27 @@ def _levels(bits: int) -> int:
     return (1 << int(bits)) - 1
 
 
-def max_error(lo: float, hi: float, bits: int = 8) -> float:
-    """Worst-case absolute decoding error of a map with range [lo, hi]."""
+def value_range(name: str, v: np.ndarray) -> tuple[float, float]:
+    """The [lo, hi] a map is quantised over (finite values; floor applied)."""
+    v = np.asarray(v, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    lo = min(0.0, float(finite.min())) if finite.size else 0.0
+    hi = float(finite.max()) if finite.size else 0.0
+    return lo, max(hi, lo + RANGE_FLOOR.get(name, DEFAULT_FLOOR))
+
+
+def max_error(name: str, v: np.ndarray, bits: int = 8) -> float:
+    """Worst-case absolute decoding error of map ``name`` with values ``v``."""
+    lo, hi = value_range(name, v)
     return (hi - lo) / (2 * _levels(bits))
 
 
-def _quantise(v: np.ndarray, bits: int) -> dict[str, np.ndarray]:
+def _quantise(name: str, v: np.ndarray, bits: int) -> dict[str, np.ndarray]:
     L = _levels(bits)
     v = np.asarray(v, dtype=np.float64)
     nan = np.isnan(v)
-    finite = v[~nan]
-    lo = min(0.0, float(finite.min())) if finite.size else 0.0
-    hi = float(finite.max()) if finite.size else 0.0
-    span = hi - lo
-    x = np.zeros_like(v) if span <= 0 else np.where(nan, 0.0, (v - lo) / span)
+    lo, hi = value_range(name, v)
+    x = np.where(nan, 0.0, (v - lo) / (hi - lo))
     q = np.rint(np.clip(x, 0.0, 1.0) * L).astype(np.uint8 if bits <= 8 else np.uint16)
     out = {"": q, "__range": np.array([lo, hi], dtype=np.float64)}
     if nan.any():
@@ -72,7 +84,7 @@ def encode_maps(maps: dict[str, np.ndarray], samples: np.ndarray | None = None, 
         m = np.asarray(maps[name])
         if m.shape != (h, w):
             raise ValueError(f"map {name!r} has shape {m.shape}, expected {(h, w)}")
-        for suffix, arr in _quantise(m, bits).items():
+        for suffix, arr in _quantise(name, m, bits).items():
             arrays[name + suffix] = arr
     arrays["mask"] = np.packbits(np.asarray(maps["mask"], dtype=bool).ravel())
     if samples is not None:

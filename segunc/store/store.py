@@ -26,7 +26,7 @@ import pandas as pd
 
 from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
 from .keys import canonical_json, sha256_hex, settings_id as _settings_id
-from .maps import MAP_NAMES, MapFileError, decode_maps, encode_maps
+from .maps import MapFileError, decode_maps, encode_maps
 
 __all__ = ["ResultStore", "default_cache_dir", "FRAME_COLUMNS"]
 
