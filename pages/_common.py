@@ -119,7 +119,14 @@ def store():
 
 @st.cache_data(show_spinner="Loading results…", max_entries=8)
 def _metrics_frame(root: str, version: float, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    return _store(root).metrics_frame(run_ids=list(run_ids) if run_ids else None)
+    from segunc.stats import order_backends, order_modes
+
+    df = _store(root).metrics_frame(run_ids=list(run_ids) if run_ids else None)
+    if len(df):  # display order everywhere: backends as registered, modes as in the paper
+        rank = {"backend": {b: i for i, b in enumerate(order_backends(df["backend"]))},
+                "mode": {m: i for i, m in enumerate(order_modes(df["mode"]))}}
+        df = df.sort_values(["backend", "mode"], key=lambda s: s.map(rank[s.name]), kind="stable").reset_index(drop=True)
+    return df
 
 
 def metrics_frame(run_ids: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -74,6 +74,16 @@ def _config():
                           temperature=float(ss["run_temp"]), fusion=fusion, crf=crf)
 
 
+def _queue(specs: list) -> None:
+    """Submit the sweeps and make sure a worker runs them (button callback)."""
+    from segunc.runner.jobs import ensure_worker, submit_job
+
+    ss["run_last"] = [submit_job(store(), spec) for spec in specs]
+    ss["run_worker"] = ensure_worker(store_root(), device=specs[0].device, wait_s=10.0)
+    if ss["run_worker"]:
+        st.toast(f"Queued {len(specs)} job(s); the worker is running.", icon=":material/check:")
+
+
 def _specs(backends: list[str], modes: list[str], config) -> list:
     from segunc.runner.jobs import JobSpec
 
@@ -201,17 +211,11 @@ with guard("The run form"):
             st.caption(f"Total about **{fmt_seconds(total)}** of compute (results already stored are skipped, so a "
                        "re-run is faster). Timing: measured on this machine when available, else a default guess.")
             ok = cost["slices"].notna().all()
-            if st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok, key="run_queue"):
-                from segunc.runner.jobs import ensure_worker, submit_job
-
-                ids = [submit_job(store(), spec) for spec in specs]
-                alive = ensure_worker(store_root(), device=specs[0].device, wait_s=10.0)
-                ss["run_last"] = ids
-                if alive:
-                    st.toast(f"Queued {len(ids)} job(s); the worker is running.", icon=":material/check:")
-                else:
-                    st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
-                               f"(store `{store_root()}`); see `{store_root() / 'logs'}`.", icon=":material/warning:")
+            st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok, key="run_queue",
+                      on_click=_queue, args=(specs,))
+            if ss.get("run_worker") is False:
+                st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
+                           f"(store `{store_root()}`); see `{store_root() / 'logs'}`.", icon=":material/warning:")
 
 
 def _progress(live: bool) -> None:

@@ -33,20 +33,30 @@ from statsmodels.stats.multitest import multipletests
 from .metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 __all__ = ["METRIC_LABELS", "MODE_ORDER", "aggregate", "paired_table", "bootstrap_ci", "describe", "FriedmanResult",
-           "friedman", "pairwise_wilcoxon", "rank_biserial", "kendalls_w", "holm", "to_latex", "order_modes"]
+           "friedman", "pairwise_wilcoxon", "rank_biserial", "kendalls_w", "holm", "to_latex", "order_modes",
+           "order_backends"]
 
 METRIC_LABELS = {"iou": "IoU", "dice": "Dice", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
                  "nll": "NLL", "ece": "ECE", "brier": "Brier", "certainty": "Certainty"}
-#: display order of modes (paper Fig. 2); unknown modes follow alphabetically
+#: display order of modes (paper Fig. 2) and backends (registry order); unknown ones follow alphabetically
 MODE_ORDER = ("normal", "mc_dropout", "tta", "noisy", "box_jitter", "fusion", "crf")
+BACKEND_ORDER = ("unet", "litemedsam", "medsam", "universeg")
 KEYS = ("backend", "mode")
+
+
+def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
+    rank = {m: i for i, m in enumerate(order)}
+    return sorted(dict.fromkeys(names), key=lambda m: (rank.get(m, len(rank)), m))
 
 
 def order_modes(modes: Iterable[str]) -> list[str]:
     """Unique modes in the paper's order, unknown ones after, alphabetically."""
-    modes = list(dict.fromkeys(modes))
-    rank = {m: i for i, m in enumerate(MODE_ORDER)}
-    return sorted(modes, key=lambda m: (rank.get(m, len(rank)), m))
+    return _ordered(modes, MODE_ORDER)
+
+
+def order_backends(backends: Iterable[str]) -> list[str]:
+    """Unique backends in registry order (U-Net, LiteMedSAM, MedSAM, UniverSeg), unknown ones after."""
+    return _ordered(backends, BACKEND_ORDER)
 
 
 def _check(df: pd.DataFrame, metric: str, cols: Sequence[str] = ("backend", "mode", "slice_id")) -> None:
@@ -134,10 +144,10 @@ def describe(df: pd.DataFrame, metrics: Sequence[str] | None = None, per_patient
 def _sort(out: pd.DataFrame) -> pd.DataFrame:
     if out.empty:
         return out
-    mrank = {m: i for i, m in enumerate(order_modes(out["mode"]))}
-    krank = {m: i for i, m in enumerate([*METRIC_NAMES, *sorted(set(out["metric"]) - set(METRIC_NAMES))])}
-    return out.sort_values(["metric", "backend", "mode"], key=lambda s: s.map(krank) if s.name == "metric" else
-                           s.map(mrank) if s.name == "mode" else s).reset_index(drop=True)
+    rank = {"mode": {m: i for i, m in enumerate(order_modes(out["mode"]))},
+            "backend": {b: i for i, b in enumerate(order_backends(out["backend"]))},
+            "metric": {m: i for i, m in enumerate([*METRIC_NAMES, *sorted(set(out["metric"]) - set(METRIC_NAMES))])}}
+    return out.sort_values(["metric", "backend", "mode"], key=lambda s: s.map(rank[s.name])).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------- tests
@@ -287,7 +297,7 @@ def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str
         for (backend, metric), g in desc.groupby(["backend", "metric"], sort=False):
             vals = g[centre].round(digits)
             best[(backend, metric)] = vals.max() if HIGHER_IS_BETTER.get(metric, True) else vals.min()
-    backends = list(dict.fromkeys(desc["backend"]))
+    backends = order_backends(desc["backend"])
     rows = []
     for backend in backends:
         d = desc[desc["backend"] == backend]

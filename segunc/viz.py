@@ -23,7 +23,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, ece_from_bins
-from .stats import METRIC_LABELS, order_modes
+from .stats import METRIC_LABELS, order_backends, order_modes
 
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
@@ -214,7 +214,8 @@ def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points
                                                                                random_state=seed)
     fig = go.Figure()
     hover_name = METRIC_LABELS.get(metric, metric)
-    for i, (backend, g) in enumerate(df.groupby("backend", sort=False, observed=True)):
+    for i, backend in enumerate(order_backends(df["backend"])):
+        g = df[df["backend"] == backend]
         color = _color(BACKEND_COLORS, backend, i)
         hover = (f"<b>%{{customdata[1]}}</b><br>{backend} · %{{customdata[4]}}<br>"
                  f"{hover_name} = %{{y:.4f}}<extra></extra>")
@@ -263,7 +264,7 @@ def reliability_figure(bins: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
     """
     if not bins:
         raise ValueError("no reliability bins to plot")
-    backends = list(dict.fromkeys(b for b, _ in bins))
+    backends = order_backends(b for b, _ in bins)
     modes = order_modes(m for _, m in bins)
     ece = {k: ece_from_bins(v["counts"], v["sum_confidence"], v["sum_correct"]) for k, v in bins.items()}
     titles = [f"{b} · {mode_label(m)}<br><sup>ECE {ece[(b, m)]:.4f}</sup>" if (b, m) in bins else "" for b in backends
@@ -324,7 +325,8 @@ def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece
     modes = order_modes(desc["mode"])
     for c, metric in enumerate(metrics, 1):
         d = desc[desc["metric"] == metric]
-        for i, (backend, g) in enumerate(d.groupby("backend", sort=False)):
+        for i, backend in enumerate(order_backends(d["backend"])):
+            g = d[d["backend"] == backend]
             g = g.set_index("mode").reindex([m for m in modes if m in set(g["mode"])])
             fig.add_trace(go.Bar(x=[mode_label(m) for m in g.index], y=g["mean"], name=backend, legendgroup=backend,
                                  showlegend=c == 1, marker_color=_color(BACKEND_COLORS, backend, i),

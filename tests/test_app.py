@@ -37,7 +37,7 @@ def store_frame(app_store) -> pd.DataFrame:
 
 
 def n_images(at: AppTest) -> int:
-    return sum(len(e.proto.imgs) for e in at.get("imgs"))
+    return len(at.get("image"))
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -63,6 +63,13 @@ def test_mc_dropout_samples_vary_and_are_seeded(unet, x_unet):
     assert torch.allclose(zero[0], normal[0], atol=1e-4)
 
 
+def test_mc_dropout_independent_of_batch_size(unet, x_unet):
+    with torch.inference_mode():
+        big = get_mode("mc_dropout", samples=4, seed=3, p=0.05, batch_size=4).sample_logits(unet, x_unet)
+        small = get_mode("mc_dropout", samples=4, seed=3, p=0.05, batch_size=1).sample_logits(unet, x_unet)
+    assert torch.allclose(big, small, atol=1e-3)
+
+
 def test_mc_dropout_rejects_bad_p(unet, x_unet):
     with pytest.raises(ValueError, match="dropout probability"):
         get_mode("mc_dropout", samples=2, p=1.0).sample_logits(unet, x_unet)

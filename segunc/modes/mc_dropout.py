@@ -11,7 +11,8 @@ ReLUs; for the MedSAM family ``placement='all'`` covers encoder + decoder and
 slice). Hooks are removed on exit, so the model is unchanged for the next mode.
 
 All T samples of a slice go through the network as one batch (chunked): each batch
-element draws its own masks, which is exactly T independent dropout samples.
+element draws its own masks from its own generator (seeded by seed, slice, sample index),
+which is exactly T independent dropout samples, identical whatever the batch size.
 
 Masks are drawn sparsely: the gaps between dropped elements of an i.i.d. Bernoulli(p)
 sequence are Geometric(p), so cumulative sums of geometric draws give exactly the
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from . import MODES
-from .base import Mode, SliceInput, chunks
+from .base import Mode, SliceInput, chunks, slice_generator
 
 SITE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d,
@@ -61,17 +62,39 @@ def dropped_positions(n: int, p: float, generator: torch.Generator | None, devic
     return (pos[pos <= n] - 1).long()
 
 
-def drop_(out: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverted dropout ``out * Bernoulli(1-p) / (1-p)`` as a new tensor (sparse mask draw)."""
+def drop_(out: torch.Tensor, p: float, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    """Inverted dropout ``out * Bernoulli(1-p) / (1-p)`` as a new tensor (sparse mask draw).
+
+    With a list of generators (one per sample of the batch), sample b's elements — the
+    b-th contiguous block along the outermost dimension — use generator b, so a sample's
+    masks do not depend on how the T samples were chunked into batches.
+    """
     y = out * (1.0 / (1.0 - p))
     flat = y.permute(0, 2, 3, 1).reshape(-1) if y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last) \
         and not y.is_contiguous() else y.view(-1)
-    flat[dropped_positions(flat.numel(), p, generator, y.device)] = 0
+    if isinstance(generator, list) and y.dim() > 0 and y.shape[0] % len(generator) == 0:
+        per = flat.numel() // len(generator)
+        for b, g in enumerate(generator):
+            flat[b * per + dropped_positions(per, p, g, y.device)] = 0
+    else:
+        g = generator[0] if isinstance(generator, list) else generator
+        flat[dropped_positions(flat.numel(), p, g, y.device)] = 0
     return y
 
 
+class SampleRNG:
+    """Per-sample generators for the chunk of samples currently in the network."""
+
+    def __init__(self, generators: list[torch.Generator]):
+        self.generators = generators
+        self.current: list[torch.Generator] = generators
+
+    def select(self, part: slice) -> None:
+        self.current = self.generators[part]
+
+
 @contextmanager
-def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Generator | None = None) -> Iterator[int]:
+def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Generator | SampleRNG | None = None) -> Iterator[int]:
     """Within the block, every site's output is ``out * Bernoulli(1-p) / (1-p)``; yields the site count."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
@@ -80,7 +103,7 @@ def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Genera
     def hook(_module, _inputs, out):
         if not isinstance(out, torch.Tensor) or p == 0.0:
             return out
-        return drop_(out, p, generator)
+        return drop_(out, p, generator.current if isinstance(generator, SampleRNG) else generator)
 
     handles = [m.register_forward_hook(hook) for m in sites]
     try:
@@ -98,17 +121,20 @@ class MCDropout(Mode):
     def sample_logits(self, backend, x: SliceInput) -> torch.Tensor:
         p, placement = self.extra["p"], self.extra["placement"]
         scope = backend.dropout_scope(placement)
-        g = self.generator(backend, x)
+        rng = SampleRNG([slice_generator(self.seed, f"{x.slice_id}#{i}", self.name, backend.device)
+                         for i in range(self.samples)])
         out = []
-        with inject_dropout(scope, p, g):
+        with inject_dropout(scope, p, rng):
             if placement == "decoder" and backend.two_stage:
                 if x.box is None:
                     return backend.logits(x.image, None).expand(self.samples, -1, -1)
                 emb = backend.encode(x.image)  # outside the scope: no dropout, one pass
                 for c in chunks(self.samples, self.batch_size):
+                    rng.select(c)
                     out.append(backend.decode(emb, x.box.expand(c.stop - c.start, -1), x.hw))
             else:
                 for c in chunks(self.samples, self.batch_size):
+                    rng.select(c)
                     n = c.stop - c.start
                     box = None if x.box is None else x.box.expand(n, -1)
                     out.append(backend.logits(x.image.expand(n, -1, -1, -1), box))
