@@ -78,8 +78,13 @@ def _queue(specs: list) -> None:
     """Submit the sweeps and make sure a worker runs them (button callback)."""
     from segunc.runner.jobs import ensure_worker, submit_job
 
-    ss["run_last"] = [submit_job(store(), spec) for spec in specs]
-    ss["run_worker"] = ensure_worker(store_root(), device=specs[0].device, wait_s=10.0)
+    ss.pop("run_error", None)
+    try:
+        ss["run_last"] = [submit_job(store(), spec) for spec in specs]
+        ss["run_worker"] = ensure_worker(store_root(), device=specs[0].device, wait_s=10.0)
+    except Exception as exc:  # noqa: BLE001 - a callback runs outside the page's guard
+        ss["run_error"] = explain(exc)
+        return
     if ss["run_worker"]:
         st.toast(f"Queued {len(specs)} job(s); the worker is running.", icon=":material/check:")
 
@@ -213,7 +218,9 @@ with guard("The run form"):
             ok = cost["slices"].notna().all()
             st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok, key="run_queue",
                       on_click=_queue, args=(specs,))
-            if ss.get("run_worker") is False:
+            if ss.get("run_error"):
+                st.error(f"Could not queue: {ss['run_error']}", icon=":material/error:")
+            elif ss.get("run_worker") is False:
                 st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
                            f"(store `{store_root()}`); see `{store_root() / 'logs'}`.", icon=":material/warning:")
 

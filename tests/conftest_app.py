@@ -24,20 +24,26 @@ SAMPLES = 2
 @pytest.fixture(scope="session")
 def app_store(tmp_path_factory, lgg_root, unet_weights) -> Path:
     """Path of a store holding N_SLICES val tumour slices × {unet, litemedsam} × MODES."""
+    import os
+    import shutil
+
     from segunc.config import PipelineConfig
     from segunc.runner.jobs import JobSpec
     from segunc.runner.worker import run_sweep
     from segunc.store import ResultStore
 
-    import os
-
+    specs = [JobSpec(data=lgg_root, backend=backend, weights=weights, modes=MODES, split="val", limit=N_SLICES,
+                     config=PipelineConfig(samples=SAMPLES)) for backend, weights in (("unet", unet_weights),
+                                                                                      ("litemedsam", None))]
     keep = os.environ.get("SEGUNC_TEST_STORE")
     root = Path(keep) if keep else tmp_path_factory.mktemp("app_store")
+    if keep and (root / "store.sqlite").exists():
+        ids = {r[0] for r in ResultStore(root).con.execute("SELECT job_id FROM jobs")}
+        if not ids <= {spec.job_id() for spec in specs}:  # anything else (e.g. an older pipeline version): start afresh
+            shutil.rmtree(root)
     store = ResultStore(root)
     t0 = time.perf_counter()
-    for backend, weights in (("unet", unet_weights), ("litemedsam", None)):
-        spec = JobSpec(data=lgg_root, backend=backend, weights=weights, modes=MODES, split="val", limit=N_SLICES,
-                       config=PipelineConfig(samples=SAMPLES))
+    for spec in specs:
         _, counts = run_sweep(store, spec, progress=False)
         assert counts.failed == 0, counts.errors
     df = store.metrics_frame()

@@ -28,7 +28,7 @@ def x_unet(unet, val_slices):
 
 
 def test_registry_lists_modes():
-    assert MODES.names() == ["normal", "mc_dropout", "tta", "noisy", "box_jitter"]
+    assert MODES.names() == ["normal", "mc_dropout", "tta", "noisy", "box_jitter", "support_resample"]
     with pytest.raises(KeyError, match="unknown mode 'bogus'"):
         MODES.get("bogus")
 

@@ -1,6 +1,6 @@
 """Results store: content-addressed results in SQLite (WAL) + compressed map files.
 
-See ``segunc/store/README.md`` for the layout, the key and the crash-safety protocol.
+See ``docs/store.md`` for the layout, the key and the crash-safety protocol.
 """
 from .keys import canonical_json, image_relpath, result_key, settings_id
 from .maps import decode_maps, encode_maps

@@ -1,6 +1,6 @@
 """The store's SQLite database: schema and connections (WAL, busy timeout, explicit transactions).
 
-Tables (one file ``store.sqlite``; see ``segunc/store/README.md`` for the full picture):
+Tables (one file ``store.sqlite``; see ``docs/store.md`` for the full picture):
 
 * ``results``      one row per (slice, mode, settings) result: metric row, map-means, reliability
                    bins, the map file's name, size and sha256. **The row is the commit point.**
