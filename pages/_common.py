@@ -255,7 +255,7 @@ def _run_label(r) -> str:
 
 def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> pd.DataFrame:
     """Sidebar filters (runs, backends, modes, split) shared by the result pages; returns the selection."""
-    from segunc.stats import order_modes
+    from segunc.stats import order_backends, order_modes
 
     with st.sidebar:
         st.subheader("Results")
@@ -267,9 +267,10 @@ def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> 
                                    placeholder="all runs", help="Results of these sweeps only (empty: every result)")
             if sel_r:
                 df = metrics_frame(tuple(sel_r))
-        backends = list(dict.fromkeys(df["backend"]))
+        backends = order_backends(df["backend"])
         modes = order_modes(df["mode"])
-        splits = [s for s in ("val", "test", "train") if s in set(df.get("split", []))]
+        present = set(df["split"].unique()) if "split" in df.columns else set()
+        splits = [s for s in ("val", "test", "train") if s in present]
         _valid("f_backends", backends)
         _valid("f_modes", modes)
         sel_b = st.multiselect("Backends", backends, key="f_backends", **_default("f_backends", backends))

@@ -18,6 +18,13 @@ def _describe(sel: pd.DataFrame):
     return stats.describe(sel, CAL, n_resamples=2000)
 
 
+def _ordered(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in display order: backends as registered, modes as in the paper."""
+    df = df.assign(backend=pd.Categorical(df["backend"], stats.order_backends(df["backend"]), ordered=True),
+                   mode=pd.Categorical(df["mode"], stats.order_modes(df["mode"]), ordered=True))
+    return df.sort_values(["backend", "mode"])
+
+
 st.title("Calibration")
 
 with guard("The calibration page"):
@@ -47,10 +54,8 @@ with guard("The calibration page"):
         st.plotly_chart(fig, width="stretch", key="cal_rel",
                         config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2,
                                                                                "filename": "segunc_reliability"}})
-        pooled = pd.DataFrame(rows)
-        pooled["mode"] = pd.Categorical(pooled["mode"], stats.order_modes(pooled["mode"]), ordered=True)
-        pooled = pooled.sort_values(["backend", "mode"])
-        st.dataframe(pooled, hide_index=True, width="stretch",
+        pooled = _ordered(pd.DataFrame(rows))
+        st.dataframe(pooled, hide_index=True, width="stretch", height=38 + 35 * len(pooled),
                      column_config={"pooled ECE": st.column_config.NumberColumn(format="%.5f"),
                                     "mean per-slice ECE": st.column_config.NumberColumn(format="%.5f"),
                                     "pixels": st.column_config.NumberColumn(format="localized")})
@@ -73,8 +78,8 @@ with guard("The calibration page"):
         wide = desc.assign(cell=[f"{m:.4f} [{lo:.4f}, {hi:.4f}]" for m, lo, hi in zip(desc["mean"], desc["ci_low"], desc["ci_high"])])
         wide = wide.pivot_table(index=["backend", "mode"], columns="metric", values="cell", aggfunc="first")
         wide = wide.reindex(columns=[c for c in CAL if c in wide.columns]).rename(columns=stats.METRIC_LABELS).reset_index()
-        wide["mode"] = pd.Categorical(wide["mode"], stats.order_modes(wide["mode"]), ordered=True)
-        st.dataframe(wide.sort_values(["backend", "mode"]), hide_index=True, width="stretch")
+        wide = _ordered(wide)
+        st.dataframe(wide, hide_index=True, width="stretch", height=38 + 35 * len(wide))
         cols = st.columns(3)
         for col, metric in zip(cols, CAL):
             with col:

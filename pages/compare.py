@@ -14,7 +14,7 @@ from pages._common import (PAGE_FILES, ensure_app, guard, load_maps, metrics_fra
                            slice_arrays)
 from segunc import viz
 from segunc.metrics import METRIC_NAMES
-from segunc.stats import METRIC_LABELS, order_modes
+from segunc.stats import METRIC_LABELS, order_backends, order_modes
 
 ensure_app()
 
@@ -49,9 +49,9 @@ def _apply_link(df: pd.DataFrame) -> None:
     if slice_id:
         ss["cmp_slice"] = slice_id
     if backends:
-        ss["f_backends"] = [b for b in backends.split(",") if b in set(df["backend"])]
+        ss["f_backends"] = [b for b in backends.split(",") if b in set(df["backend"].unique())]
     if modes:
-        ss["f_modes"] = [m for m in modes.split(",") if m in set(df["mode"])]
+        ss["f_modes"] = [m for m in modes.split(",") if m in set(df["mode"].unique())]
     if map_name in MAPS:
         ss["cmp_map"] = map_name
     ss["cmp_focus"] = focus or ""
@@ -63,7 +63,7 @@ def _write_link(df: pd.DataFrame, slice_id: str, map_name: str, backends: list[s
     """The address bar follows the view (copy it to share this exact view)."""
     st.query_params.update({"slice": slice_id, "map": map_name})
     for k, shown in (("backend", backends), ("mode", modes)):
-        if set(shown) != set(df[k]):
+        if set(shown) != set(df[k].unique()):
             st.query_params[k] = ",".join(shown)
         elif k in st.query_params:
             del st.query_params[k]
@@ -109,7 +109,7 @@ with guard("The slice comparison"):
     if sel.empty:
         st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
         st.stop()
-    backends = list(dict.fromkeys(sel["backend"]))
+    backends = order_backends(sel["backend"])
     modes = order_modes(sel["mode"])
 
     # ---------------------------------------------------------------- controls
@@ -233,8 +233,9 @@ with guard("The slice comparison"):
     present = [c for c in METRIC_NAMES if c in rows.columns]
     table = rows[present + [c for c in ("seconds", "pred_px", "threshold") if c in rows.columns]].reset_index()
     table["mode"] = pd.Categorical(table["mode"], order_modes(table["mode"]), ordered=True)
+    table["backend"] = pd.Categorical(table["backend"], order_backends(table["backend"]), ordered=True)
     table = table.sort_values(["backend", "mode"])
-    st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
+    st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch", height=38 + 35 * len(table),
                  column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f") for c in present})
     d1, d2, _ = st.columns([1, 1, 3])
     d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{slice_id}_metrics.csv",

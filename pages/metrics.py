@@ -114,7 +114,7 @@ with guard("The metrics page"):
 
     if t_tests.open:
         with t_tests, guard("The significance tests"):
-            backends = list(dict.fromkeys(sel["backend"]))
+            backends = stats.order_backends(sel["backend"])
             c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
             backend = c1.selectbox("Backend", backends, key="m_t_backend")
             metric = c2.selectbox("Metric", metrics, index=metrics.index("dice") if "dice" in metrics else 0,

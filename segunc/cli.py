@@ -37,7 +37,7 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="samples per forward pass")
     p.add_argument("--p", type=float, default=0.01, help="MC dropout probability")
     p.add_argument("--placement", default="all", choices=["all", "decoder"], help="MC dropout placement (MedSAM family)")
-    p.add_argument("--sigma", type=float, default=0.05, help="noise σ relative to the image's intensity range")
+    p.add_argument("--sigma", type=float, default=0.01, help="noise σ relative to the image's intensity range")
     p.add_argument("--jitter-px", type=int, default=10, help="box_jitter: max corner offset in pixels")
     p.add_argument("--channels", default=None, help="input channels: flair3|rgb (MedSAM family), flair|luminance (UniverSeg)")
     p.add_argument("--box-margin", type=int, default=0, help="pixels added around the ground-truth box (MedSAM family)")

@@ -56,7 +56,7 @@ class PipelineConfig:
     batch_size: int = 16
     p: float = 0.01
     placement: str = "all"
-    sigma: float = 0.05
+    sigma: float = 0.01
     tta_flips: tuple[bool, ...] = (False, True)
     tta_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     tta_intensities: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2)

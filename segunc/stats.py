@@ -46,6 +46,8 @@ KEYS = ("backend", "mode")
 
 def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
     rank = {m: i for i, m in enumerate(order)}
+    if hasattr(names, "unique"):  # a Series: unique first (fast on large columns)
+        names = names.unique()
     return sorted(dict.fromkeys(names), key=lambda m: (rank.get(m, len(rank)), m))
 
 

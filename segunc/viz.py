@@ -46,6 +46,10 @@ MAP_LABELS = {"entropy": "Entropy (bits)", "variance": "Variance", "mutual_infor
 MAP_RANGES = {"entropy": (0.0, 1.0), "variance": (0.0, 0.25), "mutual_information": (0.0, 1.0),
               "expected_entropy": (0.0, 1.0), "mean": (0.0, 1.0)}
 _FONT = dict(family="Inter, Source Sans Pro, sans-serif", size=13)
+_GRID = dict(gridcolor="#E6EBF1", linecolor="#C9D2DC", zerolinecolor="#C9D2DC", ticks="")
+#: a small white template (plotly's "plotly_white" is large, and copying it costs ~0.3 s per figure)
+_TEMPLATE = go.layout.Template(layout=dict(paper_bgcolor="white", plot_bgcolor="white", xaxis=_GRID, yaxis=_GRID,
+                                           colorway=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]))
 
 
 def mode_label(mode: str) -> str:
@@ -167,7 +171,7 @@ def crop(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ figures
 def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
-    fig.update_layout(template="plotly_white", height=height, font=_FONT, margin=dict(l=60, r=20, t=50 if title else 20, b=40),
+    fig.update_layout(template=_TEMPLATE, height=height, font=_FONT, margin=dict(l=60, r=20, t=50 if title else 20, b=40),
                       title=dict(text=title, x=0.0, xanchor="left") if title else None,
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0),
                       hoverlabel=dict(font_size=12))
@@ -223,8 +227,9 @@ def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points
                      marker=dict(color=color, size=5, opacity=0.75), line=dict(color=color))
         if kind == "box" and big:  # the outlier trace shares the box's slot (offsetgroup)
             style["offsetgroup"] = backend
-            present = [m for m in modes if m in set(g["mode"])]
-            st = {m: box_stats(g.loc[g["mode"] == m, metric].to_numpy()) for m in present}
+            values = {m: v.to_numpy(dtype=float) for m, v in g.groupby("mode", sort=False, observed=True)[metric]}
+            present = [m for m in modes if m in values]
+            st = {m: box_stats(values[m]) for m in present}
             fig.add_trace(go.Box(x=[labels[m] for m in present], **{k: [st[m][k] for m in present] for k in
                                  ("q1", "median", "q3", "lowerfence", "upperfence", "mean")},
                                  boxpoints=False, hoverinfo="y", **{**style, "hovertemplate": None}))
@@ -338,6 +343,7 @@ def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece
                           row=1, col=c)
     fig.update_layout(barmode="group")
     _layout(fig, height)
+    fig.update_layout(margin=dict(t=80), legend=dict(y=1.12))  # legend above the panel titles
     fig.update_annotations(font_size=13)
     return fig
 

@@ -21,9 +21,14 @@ N_SLICES = 3
 SAMPLES = 2
 
 
+_BUILT: dict[str, Path] = {}  # each test module that imports the fixture gets its own copy: build once
+
+
 @pytest.fixture(scope="session")
 def app_store(tmp_path_factory, lgg_root, unet_weights) -> Path:
     """Path of a store holding N_SLICES val tumour slices × {unet, litemedsam} × MODES."""
+    if "root" in _BUILT:
+        return _BUILT["root"]
     import os
     import shutil
 
@@ -49,6 +54,7 @@ def app_store(tmp_path_factory, lgg_root, unet_weights) -> Path:
     df = store.metrics_frame()
     assert len(df) == 2 * N_SLICES * len(MODES), f"store has {len(df)} rows"
     print(f"\n[app_store] {len(df)} results in {time.perf_counter() - t0:.0f} s at {root}")
+    _BUILT["root"] = root
     return root
 
 

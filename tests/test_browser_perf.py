@@ -104,7 +104,7 @@ def test_timings_with_50k_rows(big_server, browser, shots, app_store):
     for key in ["cmp_next", "cmp_next", "cmp_prev", "cmp_prev"] * 2:
         before = _slice(page.url)
         t0 = time.perf_counter()
-        page.locator(f".st-key-{key} button").click()
+        page.locator(f".st-key-{key} button").first.click()
         page.wait_for_function(f"() => !location.search.includes('slice={before}&') && "
                                f"!location.search.endsWith('slice={before}')", timeout=120_000)
         wait_idle(page, timeout=120)

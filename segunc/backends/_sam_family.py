@@ -98,7 +98,15 @@ class SamFamilyBackend(Backend):
     def forward(self, x, boxes, out_hw):
         if boxes is None:
             return torch.full((x.shape[0], *out_hw), NO_PROMPT_LOGIT, device=x.device)
-        return self.decode(self.model.image_encoder(x), boxes, out_hw)
+        step = self.encoder_batch()
+        emb = torch.cat([self.model.image_encoder(x[i:i + step]) for i in range(0, x.shape[0], step)])
+        return self.decode(emb, boxes, out_hw)
+
+    def encoder_batch(self) -> int:
+        """Images per encoder call: 1 on CPU, where batching the ViT encoder is slower per
+        image (measured on LiteMedSAM: 8 images took 84 s at batch 1, 119 s at batch 2 on a
+        loaded 2-core CPU), 16 on GPU."""
+        return int(self.options.get("encoder_batch", 16 if self.device.type == "cuda" else 1))
 
     def logits(self, images, boxes=None):
         if boxes is None:  # no prompt: skip the encoder entirely

@@ -1,7 +1,8 @@
 """``noisy``: Gaussian input noise, y_i = f(x + ε_i), ε_i ~ N(0, σ_n²) (paper §3.2), T = 30.
 
 σ_n = ``sigma`` × the image's dynamic range (max − min over all channels), so ``sigma``
-is relative to the intensity scale whatever the encoding (default 0.05).
+is relative to the intensity scale whatever the encoding (default 0.01: on 8 val
+slices, U-Net mean Dice 0.694 at 0.01 vs 0.697 noise-free, 0.672 at 0.02, 0.417 at 0.05).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .base import Mode, SliceInput, chunks
 
 @MODES.register("noisy")
 class Noisy(Mode):
-    def __init__(self, samples: int = 30, seed: int = 0, batch_size: int = 16, sigma: float = 0.05):
+    def __init__(self, samples: int = 30, seed: int = 0, batch_size: int = 16, sigma: float = 0.01):
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}")
         super().__init__(samples, seed, batch_size, sigma=float(sigma))
