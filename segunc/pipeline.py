@@ -52,13 +52,14 @@ class ModeResult:
 def required_modes(requested: Iterable[str], config: PipelineConfig) -> list[str]:
     """Requested modes plus their dependencies, dependencies first."""
     requested = list(dict.fromkeys(requested))
+    f = config.fusion
+    sources = [f.sample_mode] if f.source == "samples" else list(f.sources)
     need: list[str] = []
     for m in requested:
         if m == "crf" and "fusion" not in requested:
-            need += [s for s in config.fusion.sources]
-            need.append("fusion")
+            need += [*sources, "fusion"]
         if m == "fusion":
-            need += [s for s in config.fusion.sources]
+            need += sources
         need.append(m)
     out = list(dict.fromkeys(need))
     stage = {"fusion": 1, "crf": 2}
