@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .fsutil import fsync_dir
+
 __all__ = [
     "ASSETS", "Asset", "AssetStatus", "DownloadInterrupted", "DownloadResult", "FetchError", "HashMismatchError",
     "NotEnoughDiskError", "OfflineError", "Source", "add_fetch_parser", "check_disk", "download", "fetch",
@@ -412,19 +414,6 @@ def part_path(dest: Path, url: str) -> Path:
     return dest.with_name(f"{dest.name}.{tag}.part")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
     """``bytes 100-199/1000`` → (100, 1000); ``bytes */1000`` → (None, 1000)."""
     if not value or not value.startswith("bytes"):
@@ -574,7 +563,7 @@ def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_
                     f"was discarded and nothing was installed at {dest}. If the publisher replaced the file, check "
                     f"its page and update the pinned hash in segunc/fetch.py.")
         os.replace(part, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     return DownloadResult(dest, digests["sha256"], size, resumed_from=have0, requests=n_requests,
                           verified=known_hash if expected else None)
 

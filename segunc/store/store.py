@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..fsutil import fsync_dir
 from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
 from .keys import canonical_json, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
@@ -48,19 +49,6 @@ def default_cache_dir() -> Path:
 
 def _finite(values: Iterable) -> bool:
     return all(v is not None and math.isfinite(float(v)) for v in values)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _chunks(seq: Sequence, n: int = _CHUNK):
@@ -109,7 +97,7 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return rel
 
     def put_slice(self, run_id: str | None, items: Sequence[tuple[str, str, object]], *, ref, image: str,
