@@ -30,6 +30,7 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument("--all-slices", action="store_true", help="include slices without tumour (default: tumour slices only, as the paper)")
     p.add_argument("--limit", type=int, default=None, help="first N slices only")
+    p.add_argument("--spread", action="store_true", help="with --limit: N slices evenly spread over the split's patients")
     p.add_argument("--samples", type=int, default=30, help="T for mc_dropout / noisy / box_jitter (TTA uses its 30 transforms)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--support-data", type=Path, default=None, help="UniverSeg support slices (train split; default: --data)")
@@ -82,7 +83,8 @@ def spec_from_args(args: argparse.Namespace):
     from .runner.jobs import JobSpec
 
     return JobSpec(data=args.data or default_data(), backend=args.backend, weights=args.weights, modes=args.modes,
-                   split=args.split, all_slices=args.all_slices, limit=args.limit, config=config_from_args(args),
+                   split=args.split, all_slices=args.all_slices, limit=args.limit, spread=bool(getattr(args, 'spread', False)),
+                   config=config_from_args(args),
                    backend_options=backend_options(args), device=args.device, support_data=args.support_data,
                    keep_samples=bool(getattr(args, "keep_samples", False)) or None)
 
@@ -94,7 +96,7 @@ def _sweep(args: argparse.Namespace):
     from .store import ResultStore
 
     data = args.data or default_data()
-    refs = select_slices(data, args.split, args.all_slices, args.limit)
+    refs = select_slices(data, args.split, args.all_slices, args.limit, spread=args.spread)
     if not refs:
         raise ValueError(f"{data}: no slices in split '{args.split}'" + ("" if args.all_slices else " with tumour"))
     parse_modes(args.modes)

@@ -91,6 +91,7 @@ class JobSpec:
     support_data: Path | str | None = None
     patients: Sequence[str] | None = None
     keep_samples: bool | None = None
+    spread: bool = False
 
     def pipeline_config(self) -> PipelineConfig:
         c = self.config or PipelineConfig()
@@ -127,11 +128,14 @@ class JobSpec:
     def to_dict(self) -> dict:
         """Resolved, JSON-able spec (absolute paths, explicit modes and config): what a worker runs."""
         c = self.pipeline_config()
-        return {"data": str(self.data_root()), "backend": self.backend, "weights": self.weights_path(),
-                "modes": self.mode_list(), "split": self.split, "all_slices": bool(self.all_slices),
-                "limit": self.limit, "patients": list(self.patients) if self.patients else None,
-                "config": config_to_dict(c), "backend_options": dict(self.backend_options), "device": self.device,
-                "support_data": _abs(self.support_data)}
+        d = {"data": str(self.data_root()), "backend": self.backend, "weights": self.weights_path(),
+             "modes": self.mode_list(), "split": self.split, "all_slices": bool(self.all_slices),
+             "limit": self.limit, "patients": list(self.patients) if self.patients else None,
+             "config": config_to_dict(c), "backend_options": dict(self.backend_options), "device": self.device,
+             "support_data": _abs(self.support_data)}
+        if self.spread:  # only when set, so job ids of first-N sweeps stay as they were
+            d["spread"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "JobSpec":
@@ -180,7 +184,7 @@ def worker_alive(cache_dir: Path | str | None = None, device: str = "cpu") -> bo
 def _select(spec: JobSpec) -> list:
     from .sweep import select_slices
 
-    return select_slices(spec.data_root(), spec.split, spec.all_slices, spec.limit, spec.patients)
+    return select_slices(spec.data_root(), spec.split, spec.all_slices, spec.limit, spec.patients, spec.spread)
 
 
 def submit(store: ResultStore, spec: JobSpec, refs: list | None = None, requeue: bool = False) -> str:

@@ -48,12 +48,18 @@ def parse_modes(spec: str | Sequence[str] | None, backend: Backend | None = None
 
 
 def select_slices(data: Path | str, split: str = "val", all_slices: bool = False, limit: int | None = None,
-                  patients: Sequence[str] | None = None) -> list[SliceRef]:
-    """The sweep's slices: split filter, tumour-only unless ``all_slices``, first ``limit``."""
+                  patients: Sequence[str] | None = None, spread: bool = False) -> list[SliceRef]:
+    """The sweep's slices: split filter, tumour-only unless ``all_slices``, then ``limit`` of them —
+    the first ones, or with ``spread`` evenly spaced over the whole (patient-sorted) selection."""
     refs = select(discover(data), split, patients)
     if not all_slices:
         refs = tumour_only(refs)
-    return refs[:limit] if limit else refs
+    if not limit or limit >= len(refs):
+        return refs
+    if spread:
+        step = len(refs) / limit
+        return [refs[int(i * step + step / 2)] for i in range(limit)]
+    return refs[:limit]
 
 
 def build_backend(name: str, weights: Path | str | None = None, device: str = "cpu", support_data: Path | str | None = None,

@@ -80,7 +80,7 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
         torch.set_grad_enabled(False)
         root = spec.data_root()
         if refs is None:
-            refs = select_slices(root, spec.split, spec.all_slices, spec.limit, spec.patients)
+            refs = select_slices(root, spec.split, spec.all_slices, spec.limit, spec.patients, spec.spread)
         if not refs:
             raise ValueError(f"{root}: no slices in split '{spec.split}'" + ("" if spec.all_slices else " with tumour"))
         backend = build_backend(spec.backend, spec.weights, spec.device, spec.support_data, root,
