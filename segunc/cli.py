@@ -123,10 +123,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import METRIC_NAMES
     from .summary import summary_table
 
+    from .store import ResultStore, StoreFullError
+
+    full = None
     try:
         store, spec, job_id, counts, refs = _sweep(args)
     except _sweep_errors() as exc:
         return _fail(str(exc).strip("'\""))
+    except StoreFullError as exc:  # keep what was stored; write its rows, then say how to go on
+        full, store, spec = exc, ResultStore(args.cache), spec_from_args(args)
+        job_id, counts, refs = spec.job_id(), None, [None]
     modes = spec.mode_list()
     df = store.metrics_frame(run_ids=[job_id])
     rank = {m: i for i, m in enumerate(modes)}
@@ -140,6 +146,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(summary_table(rows, modes))
     n_slices = df["slice_id"].nunique()
     print(f"wrote {len(rows)} rows for {n_slices} slices to {out}")
+    if full is not None:
+        print(f"error: {full.strerror}", file=sys.stderr)
+        return 3
     if counts.errors:
         print(f"{len(counts.errors)} slice(s) failed:")
         for slice_id, error in counts.errors:
@@ -163,10 +172,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         alive = ensure_worker(store.root, args.device)
         print(f"job {job_id} queued ({cost['slices']} slices, {cost['human']}); worker {'running' if alive else 'NOT started'}")
         return 0 if alive else 1
+    from .store import StoreFullError
+
     try:
         store, spec, job_id, counts, refs = _sweep(args)
     except _sweep_errors() as exc:
         return _fail(str(exc).strip("'\""))
+    except StoreFullError as exc:
+        print(f"error: {exc.strerror}", file=sys.stderr)
+        return 3
     print(f"job {job_id}: {len(refs)} slices x {len(spec.mode_list())} modes in {store.root}")
     for slice_id, error in counts.errors:
         print(f"FAILED {slice_id}: {error}")

@@ -209,3 +209,92 @@ def test_bad_input(case: Case, template, unet_weights, tmp_path):
     if case.rc == 0 and ctx.bad is not None:
         assert "1 slice(s) failed" in r.stdout
 
+
+
+# ------------------------------------------------------------------ the store's disk, two sweeps at once
+# These two need more than one bad file, so they sit beside the table: a full disk is injected into
+# the real CLI process (a ``sitecustomize`` makes the store's map-file writes fail with ENOSPC after
+# a budget, exactly where a full disk fails them); two real CLI processes share one store.
+DISK_FULL = '''
+import builtins, errno, os
+import segunc.store.store as _store
+_open, _budget = builtins.open, [int(os.environ["SEGUNC_TEST_WRITE_BUDGET"])]
+
+class _Full:
+    def __init__(self, f): self.f = f
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.f.close()
+    def write(self, data): raise OSError(errno.ENOSPC, "No space left on device")
+    def __getattr__(self, name): return getattr(self.f, name)
+
+def _open_on_full_disk(path, mode="r", *args, **kwargs):
+    f = _open(path, mode, *args, **kwargs)
+    if "w" in mode and str(path).endswith(".tmp"):
+        _budget[0] -= 1
+        if _budget[0] < 0:
+            return _Full(f)
+    return f
+
+_store.open = _open_on_full_disk
+'''
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "segunc", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+def test_cache_disk_full_keeps_what_was_stored_and_resumes(template, unet_weights, tmp_path):
+    import os
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DISK_FULL)
+    cache, out = tmp_path / "cache", tmp_path / "metrics.csv"
+    sweep = ["--data", str(template), "--backend", "unet", "--weights", str(unet_weights), "--modes", "normal",
+             "--split", "all", "--cache", str(cache)]
+    env = {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "SEGUNC_TEST_WRITE_BUDGET": "1"}
+    r = _cli("evaluate", *sweep, "--out", str(out), env=env)
+    said = r.stdout + r.stderr
+    assert r.returncode == 3, said
+    assert "Traceback" not in said, said
+    assert f"results store {cache}: disk full" in said and "run the same command again" in said, said
+    # the slice stored before the disk filled is kept, and written to the CSV
+    df = pd.read_csv(out)
+    assert list(df["slice_id"]) == [VAL_TUMOUR[0]], said
+    assert np.isfinite(df[list(METRIC_NAMES)].to_numpy(float)).all()
+    # no half-written or orphan map file is left behind
+    files = [p for p in (cache / "maps").rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".tmp")], files
+    assert len(files) == 1, files
+    # space freed: the same sweep computes only the missing slice
+    r = _cli("run", *sweep)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "DONE computed=1 skipped=1 failed=0" in r.stdout, r.stdout
+    r = _cli("gc", "--cache", str(cache), "--verify", "--grace", "0")
+    assert r.returncode == 0 and "invalid_rows=0 orphan_files=0 temp_files=0" in r.stdout, r.stdout + r.stderr
+
+
+def test_two_sweeps_writing_at_once(template, unet_weights, tmp_path):
+    """Two CLI sweeps on one store at the same time, sharing the `normal` results: both finish,
+    each result is stored once, nothing is corrupt, and both CSVs agree on what they share."""
+    cache = tmp_path / "cache"
+    base = [sys.executable, "-m", "segunc", "evaluate", "--data", str(template), "--backend", "unet", "--weights",
+            str(unet_weights), "--split", "all", "--samples", "2", "--cache", str(cache)]
+    outs = {m: tmp_path / f"{m}.csv" for m in ("mc_dropout", "noisy")}
+    procs = [subprocess.Popen([*base, "--modes", f"normal,{m}", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL) for m, out in outs.items()]
+    said = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], said
+    frames = {m: pd.read_csv(out) for m, out in outs.items()}
+    for m, df in frames.items():
+        assert sorted(set(df["mode"])) == sorted({"normal", m}) and len(df) == 2 * len(VAL_TUMOUR), df
+    a, b = (df[df["mode"] == "normal"].set_index("slice_id")[list(METRIC_NAMES)].sort_index() for df in frames.values())
+    pd.testing.assert_frame_equal(a, b)
+    from segunc.store import ResultStore
+
+    assert len(ResultStore(cache).metrics_frame()) == 3 * len(VAL_TUMOUR)  # normal once, not twice
+    r = _cli("gc", "--cache", str(cache), "--verify", "--grace", "0")
+    assert r.returncode == 0 and "invalid_rows=0 orphan_files=0 temp_files=0" in r.stdout, r.stdout + r.stderr

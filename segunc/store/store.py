@@ -12,6 +12,7 @@ differs from the row, or one that does not decode to the row's H x W is *corrupt
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -29,7 +30,17 @@ from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
 from .keys import canonical_json, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
 
-__all__ = ["ResultStore", "default_cache_dir", "FRAME_COLUMNS"]
+__all__ = ["ResultStore", "StoreFullError", "default_cache_dir", "FRAME_COLUMNS"]
+
+
+class StoreFullError(OSError):
+    """The results store's disk is full (or its quota is spent). What was stored before stays."""
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc).lower()
 
 DEFAULT_CACHE = "data/cache"
 
@@ -92,13 +103,24 @@ class ResultStore:
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{key}.{token}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # no half-written file left behind
+            if _is_full(exc):
+                raise self._full(exc) from exc
+            raise
         fsync_dir(final.parent)
         return rel
+
+    def _full(self, exc: BaseException) -> StoreFullError:
+        return StoreFullError(errno.ENOSPC, f"results store {self.root}: disk full while writing "
+                              f"({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}); the results "
+                              "stored before are kept — free some space and run the same command again to continue")
 
     def put_slice(self, run_id: str | None, items: Sequence[tuple[str, str, object]], *, ref, image: str,
                   target: np.ndarray, backend: str, keep_samples: bool = False, link: Sequence[str] = ()) -> int:
@@ -117,7 +139,11 @@ class ResultStore:
             maps = res.maps
             samples = res.samples if keep_samples else None
             data = encode_maps(maps, samples, self.bits)
-            rel = self._write_file(key, data)
+            try:
+                rel = self._write_file(key, data)
+            except OSError:
+                self._unlink(files)  # this slice is stored whole or not at all
+                raise
             files.append(rel)
             counts, conf, corr = reliability_bins(maps["mean"], target)
             h, w = maps["mask"].shape
@@ -136,22 +162,32 @@ class ResultStore:
         sql = (f"INSERT INTO results ({cols}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))}) "
                f"ON CONFLICT(key) DO UPDATE SET {update} WHERE excluded.has_samples > results.has_samples")
         written, losers = 0, []
-        with transaction(self.con) as con:
-            for row, rel in zip(rows, files):
-                cur = con.execute(sql, row)
-                if cur.rowcount > 0:
-                    written += 1
-                else:
-                    losers.append(rel)  # someone stored this key first: our file is an orphan
-            if run_id is not None:
-                keys = [r[0] for r in rows] + list(link)
-                con.executemany("INSERT OR IGNORE INTO run_results (run_id, key) VALUES (?, ?)", [(run_id, k) for k in keys])
-        for rel in losers:
+        try:
+            with transaction(self.con) as con:
+                for row, rel in zip(rows, files):
+                    cur = con.execute(sql, row)
+                    if cur.rowcount > 0:
+                        written += 1
+                    else:
+                        losers.append(rel)  # someone stored this key first: our file is an orphan
+                if run_id is not None:
+                    keys = [r[0] for r in rows] + list(link)
+                    con.executemany("INSERT OR IGNORE INTO run_results (run_id, key) VALUES (?, ?)", [(run_id, k) for k in keys])
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                losers, written = files, 0  # rolled back: the files are orphans
+                self._unlink(losers)
+                raise self._full(exc) from exc
+            raise
+        self._unlink(losers)
+        return written
+
+    def _unlink(self, rels: Sequence[str]) -> None:
+        for rel in rels:
             try:
                 (self.root / rel).unlink()
             except OSError:
                 pass
-        return written
 
     def link(self, run_id: str, keys: Sequence[str]) -> None:
         """Attach existing results to a run."""
