@@ -6,6 +6,7 @@ review         review queue: threshold picked on val, applied to another split
 decomposition  aleatoric (expected entropy) vs epistemic (mutual information)
 tumour_free    false positives and uncertainty on slices without tumour
 cost           seconds per slice beside quality
+stored         error stats of stored results (maps × ground truth), cached beside the store
 frame          metrics frames from ``evaluate_slice`` results (no store needed)
 """
 from .cost import cost_quality
@@ -15,8 +16,9 @@ from .errors import (HIST_BINS, LOG_FLOOR, MAP_MAX, UNCERTAINTY_MAPS, hist_edges
                      pixel_auroc, pooled_error_detection, risk_coverage, risk_coverage_table, slice_error_stats,
                      spearman_table)
 from .frame import frame_from_results, result_row
-from .review import (BAD_DICE, ReviewReport, apply_threshold, patient_halves, pick_threshold, rank_slices,
-                     review_queue)
+from .review import (BAD_DICE, ReviewOutcome, ReviewReport, apply_threshold, patient_halves, pick_threshold,
+                     rank_slices, review_outcome, review_queue)
+from .stored import StoredErrors, slice_scores, stored_error_stats
 from .tumour_free import tumour_free_slice_stats, tumour_free_summary
 
 __all__ = ["cost_quality", "decomposition_summary", "slice_decomposition", "HIST_BINS", "LOG_FLOOR", "MAP_MAX", "UNCERTAINTY_MAPS", "hist_edges",
@@ -24,4 +26,5 @@ __all__ = ["cost_quality", "decomposition_summary", "slice_decomposition", "HIST
            "near_mask", "overlap_dice", "pixel_auprc", "pixel_auroc", "pooled_error_detection", "risk_coverage",
            "risk_coverage_table", "slice_error_stats", "spearman_table", "frame_from_results", "result_row",
            "BAD_DICE", "ReviewReport", "apply_threshold", "patient_halves", "pick_threshold", "rank_slices",
-           "review_queue", "tumour_free_slice_stats", "tumour_free_summary"]
+           "review_queue", "ReviewOutcome", "review_outcome", "StoredErrors", "slice_scores", "stored_error_stats",
+           "tumour_free_slice_stats", "tumour_free_summary"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["BAD_DICE", "ReviewReport", "rank_slices", "pick_threshold", "apply_threshold", "review_queue",
-           "patient_halves"]
+           "patient_halves", "ReviewOutcome", "review_outcome"]
 
 BAD_DICE = 0.7
 
@@ -125,3 +125,64 @@ def patient_halves(patient_ids: Sequence[str], seed: int = 0) -> tuple[list[str]
     ids = sorted(set(patient_ids), key=lambda p: hashlib.sha256(f"{seed}|{p}".encode()).hexdigest())
     k = (len(ids) + 1) // 2
     return sorted(ids[:k]), sorted(ids[k:])
+
+
+@dataclass
+class ReviewOutcome:
+    """A review queue on one (backend, mode): threshold picked on ``calibration``, applied to
+    ``evaluation``; ``scheme`` says which slices played which part, ``note`` why something is missing
+    (a report is None when it could not be made)."""
+
+    calibration: ReviewReport | None
+    evaluation: ReviewReport | None
+    scheme: str
+    note: str = ""
+
+    def summary(self) -> dict:
+        """One row: the evaluation report's :meth:`ReviewReport.summary` (NaN when absent), the recall
+        reached on the calibration slices, the scheme and the note."""
+        keys = ("threshold", "n_slices", "n_bad", "n_flagged", "caught", "missed", "false_alarms", "recall",
+                "flagged_fraction", "precision")
+        row = {k: float("nan") for k in keys}
+        if self.evaluation is not None:
+            row.update({k: v for k, v in self.evaluation.summary().items() if k in keys})
+        elif self.calibration is not None:
+            row["threshold"] = self.calibration.threshold
+        row["calibration_recall"] = self.calibration.recall if self.calibration is not None else float("nan")
+        row["calibration_slices"] = self.calibration.n_slices if self.calibration is not None else 0
+        return {**row, "scheme": self.scheme, "note": self.note}
+
+
+def review_outcome(frame: pd.DataFrame, split: str, score: str = "mean_entropy", bad_dice: float = BAD_DICE,
+                   target_recall: float = 0.8, val_split: str = "val", seed: int = 0) -> ReviewOutcome:
+    """The review queue of ONE (backend, mode) whose ``frame`` holds both the ``val_split`` rows and the
+    ``split`` rows (column ``split``): threshold picked on ``val_split``, applied to ``split``.
+
+    When ``split`` is the calibration split itself, its patients are cut in two
+    (:func:`patient_halves`): the threshold is picked on the first half and applied to the second,
+    so the outcome is not judged on the slices that chose it. With a single patient that is not
+    possible: the threshold is then picked and applied on the same slices, and ``note`` says so.
+    """
+    cal = frame[frame["split"] == val_split] if "split" in frame.columns else frame
+    ev = frame if split == "all" or "split" not in frame.columns else frame[frame["split"] == split]
+    scheme = f"threshold picked on {val_split}, applied to {split}"
+    note = ""
+    if split == val_split:
+        a, b = patient_halves(cal["patient_id"], seed)
+        if a and b:
+            cal, ev = cal[cal["patient_id"].isin(a)], cal[cal["patient_id"].isin(b)]
+            scheme = (f"{val_split} cut into patient halves: threshold picked on {len(a)} patient(s), "
+                      f"applied to the other {len(b)}")
+        else:
+            scheme = f"threshold picked and applied on the same {val_split} slices (in-sample)"
+            note = f"only {len(a) + len(b)} {val_split} patient(s): no held-out half, so the outcome is optimistic"
+    if cal.empty:
+        return ReviewOutcome(None, None, scheme, f"no {val_split} results to pick the threshold on")
+    try:
+        t = pick_threshold(cal, score, bad_dice, target_recall)
+    except ValueError as exc:
+        return ReviewOutcome(None, None, scheme, str(exc))
+    calib = apply_threshold(cal, t, score, bad_dice)
+    if ev.empty:
+        return ReviewOutcome(calib, None, scheme, (note + "; " if note else "") + f"no {split} results to apply it to")
+    return ReviewOutcome(calib, apply_threshold(ev, t, score, bad_dice), scheme, note)

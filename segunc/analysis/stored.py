@@ -1,0 +1,192 @@
+"""Error-detection numbers of stored results: :func:`~.errors.slice_error_stats` on the maps of
+the results store against the ground-truth masks of the data folder.
+
+Computing them reads every map file and mask (≈ 0.1 s per result on one core), so each
+result's numbers are cached beside the store, in ``<store>/analysis/<CACHE_VERSION>/``: one
+small ``.npz`` per result, named by its key and the sha256 of its map file (a recomputed map
+gets a new cache entry; a stale one is never read). Writing is atomic (temporary file +
+``os.replace``), and a store on a read-only disk simply goes uncached.
+
+:class:`StoredErrors` holds the scalar columns (one row per result key, joinable to
+``ResultStore.metrics_frame()``) and the per-key pixel histograms that
+:func:`~.errors.pooled_error_detection` pools over any subset of results.
+"""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import BAND_PX, HIST_BINS, UNCERTAINTY_MAPS, pooled_error_detection, slice_error_stats
+
+__all__ = ["CACHE_VERSION", "SCALAR_SUFFIXES", "StoredErrors", "stored_error_stats", "mask_path_of", "slice_scores"]
+
+#: cache folder name: bump when slice_error_stats or its defaults change
+CACHE_VERSION = f"error_stats-v1-b{BAND_PX}-otsu-{HIST_BINS}-log"
+SCALAR_SUFFIXES = ("auroc", "auprc", "error_dice", "in", "near", "image")
+SCALARS = ("error_px", "error_frac", *(f"{m}_{s}" for m in UNCERTAINTY_MAPS for s in SCALAR_SUFFIXES))
+
+
+def slice_scores(columns: Sequence[str]) -> list[str]:
+    """Slice-level uncertainty scores among ``columns``: the store's image means, then the means inside
+    (``*_in``) and around (``*_near``) the predicted mask when error stats were joined."""
+    base = ["mean_entropy", "mean_variance", "mean_mi"]
+    extra = [f"{m}_{s}" for s in ("near", "in") for m in UNCERTAINTY_MAPS]
+    return [c for c in base + extra if c in set(columns)]
+
+
+def mask_path_of(data_root: Path | str, image: str) -> Path:
+    """The ground-truth mask beside a stored ``image`` path (relative to the data folder)."""
+    p = Path(data_root) / image
+    return p.with_name(f"{p.stem}_mask{p.suffix}")
+
+
+@dataclass
+class StoredErrors:
+    """Per-result error stats. ``frame``: ``key`` + :data:`SCALARS` (one row per key found);
+    ``hists[key][map] = (error counts, correct counts)``; ``missing``: keys not computed, with why."""
+
+    frame: pd.DataFrame
+    hists: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+
+    def join(self, metrics: pd.DataFrame) -> pd.DataFrame:
+        """``metrics`` (store rows with a ``key``) widened with the scalar columns (NaN where missing)."""
+        return metrics.merge(self.frame, on="key", how="left")
+
+    def pooled(self, metrics: pd.DataFrame, by: Sequence[str] = ("backend", "mode"),
+               map_names: Sequence[str] = UNCERTAINTY_MAPS) -> pd.DataFrame:
+        """Pooled pixel AUROC / AUPRC (and per-slice medians) of each map per ``by`` group of ``metrics``:
+        columns ``by``…, ``map``, then those of :func:`~.errors.pooled_error_detection`."""
+        by = [c for c in by if c in metrics.columns]
+        joined = self.join(metrics)
+        out = []
+        for key, g in joined.groupby(by, sort=False) if by else [((), joined)]:
+            key = key if isinstance(key, tuple) else (key,)
+            items = []
+            for row in g.itertuples(index=False):
+                h = self.hists.get(row.key)
+                if h is None:
+                    continue
+                d = {f"{m}_{s}": getattr(row, f"{m}_{s}") for m in map_names for s in ("auroc", "auprc", "error_dice")}
+                for m in map_names:
+                    d[f"{m}_hist_err"], d[f"{m}_hist_ok"] = h[m]
+                items.append(d)
+            if not items:
+                continue
+            p = pooled_error_detection(items, map_names).reset_index()
+            for i, c in enumerate(by):
+                p.insert(i, c, key[i])
+            out.append(p)
+        cols = [*by, "map", "pooled_auroc", "pooled_auprc", "median_auroc", "median_auprc", "median_error_dice",
+                "error_px", "n_slices"]
+        return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
+
+
+def _cache_file(root: Path, key: str, sha: str) -> Path:
+    return root / "analysis" / CACHE_VERSION / key[:2] / f"{key}.{sha[:16]}.npz"
+
+
+def _read_cache(path: Path) -> tuple[dict, dict] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = [str(n) for n in z["names"]]
+            maps = [str(n) for n in z["maps"]]
+            if names != list(SCALARS) or maps != list(UNCERTAINTY_MAPS):
+                return None
+            scal = dict(zip(names, z["scalars"].astype(float).tolist()))
+            h = z["hists"].astype(np.int64)
+            return scal, {m: (h[i, 0], h[i, 1]) for i, m in enumerate(maps)}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _write_cache(path: Path, scal: Mapping[str, float], hists: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, names=np.array(SCALARS), maps=np.array(UNCERTAINTY_MAPS),
+                            scalars=np.array([scal[n] for n in SCALARS], dtype=np.float64),
+                            hists=np.stack([np.stack(hists[m]) for m in UNCERTAINTY_MAPS]).astype(np.int32))
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    except OSError:  # read-only store: go on uncached
+        pass
+
+
+def _rows(store, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+    out = {}
+    keys = list(dict.fromkeys(keys))
+    for i in range(0, len(keys), 900):
+        part = keys[i:i + 900]
+        q = f"SELECT key, image, map_sha256 FROM results WHERE key IN ({', '.join('?' * len(part))})"
+        out.update({k: (img, sha) for k, img, sha in store.con.execute(q, part).fetchall()})
+    return out
+
+
+def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cache: bool = True,
+                       progress: bool | Callable[[int, int], None] = False) -> StoredErrors:
+    """:func:`slice_error_stats` of each stored result in ``keys`` against its mask in ``data_root``.
+
+    ``progress``: True for a tqdm bar on stderr, or ``callable(done, total)``. A result whose mask
+    or map cannot be read is listed in ``missing`` (with the reason) instead of failing the lot.
+    """
+    import sys
+
+    from ..data import SliceError, load_mask
+
+    rows = _rows(store, keys)
+    keys = [k for k in dict.fromkeys(keys)]
+    bar = None
+    if progress is True:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(keys), desc="error stats", unit="result", file=sys.stderr, dynamic_ncols=True)
+    out = StoredErrors(pd.DataFrame(columns=["key", *SCALARS]))
+    records, masks = [], {}
+    for i, key in enumerate(keys):
+        if key not in rows:
+            out.missing[key] = "not in the store"
+        else:
+            image, sha = rows[key]
+            path = _cache_file(store.root, key, sha)
+            got = _read_cache(path) if cache else None
+            if got is not None:
+                out.cached += 1
+            else:
+                try:
+                    if image not in masks:
+                        masks.clear()  # keys come slice by slice: hold one mask at a time
+                        masks[image] = load_mask(mask_path_of(data_root, image))
+                    maps = store.load_maps(key)
+                    st = slice_error_stats(maps, masks[image])
+                except (SliceError, KeyError, ValueError, OSError) as exc:
+                    out.missing[key] = f"{type(exc).__name__}: {str(exc).strip(chr(39))}"
+                    got = None
+                else:
+                    got = ({n: float(st[n]) for n in SCALARS},
+                           {m: (st[f"{m}_hist_err"], st[f"{m}_hist_ok"]) for m in UNCERTAINTY_MAPS})
+                    out.computed += 1
+                    if cache:
+                        _write_cache(path, *got)
+            if got is not None:
+                records.append({"key": key, **got[0]})
+                out.hists[key] = got[1]
+        if bar is not None:
+            bar.update(1)
+        elif callable(progress):
+            progress(i + 1, len(keys))
+    if bar is not None:
+        bar.close()
+    if records:
+        out.frame = pd.DataFrame(records, columns=["key", *SCALARS])
+    return out
