@@ -126,6 +126,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def sweep_peak_rss_mb(args: argparse.Namespace, data: str) -> float:
+    """Peak resident memory (MB) of a real CPU sweep — ``python -m segunc run`` of this mode on
+    ``args.sweep_rss`` val slices into a throw-away store — measured in a child process."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="segunc-bench-") as cache:
+        cmd = [sys.executable, "-m", "segunc", "run", "--data", data, "--backend", args.backend, "--modes", args.mode,
+               "--samples", str(args.samples), "--placement", args.placement, "--limit", str(args.sweep_rss),
+               "--spread", "--device", args.device, "--cache", cache]
+        if args.weights:
+            cmd += ["--weights", args.weights]
+        r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError(f"sweep for the memory check failed: {r.stderr.strip()[-500:]}")
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
@@ -190,7 +208,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:<9} {t.seconds:>9.2f} {t.images:>7d} {t.rate:>9.2f}")
     speedup = times["segunc"].rate / times["baseline"].rate
     efficiency = times["segunc"].rate / times["raw"].rate
-    print(f"peak_rss_mb={peak_rss_mb():.0f} threads={torch.get_num_threads()} batch_size={args.batch_size}")
+    print(f"peak_rss_mb={peak_rss_mb():.0f} (this process: baseline + segunc + raw) threads={torch.get_num_threads()} "
+          f"batch_size={args.batch_size}")
+    if args.sweep_rss:
+        print(f"sweep_peak_rss_mb={sweep_peak_rss_mb(args, str(args.data or default_data())):.0f} "
+              f"(python -m segunc run, {args.sweep_rss} slices, T={args.samples}, separate process)")
     print(f"RESULT backend={args.backend} mode={args.mode} T={T} device={device.type} "
           f"baseline_img_s={times['baseline'].rate:.3f} segunc_img_s={times['segunc'].rate:.3f} "
           f"raw_img_s={times['raw'].rate:.3f} speedup={speedup:.2f} efficiency={efficiency:.2f}")
@@ -209,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="segunc/raw batch (default 8 on CPU, 64 on GPU)")
     p.add_argument("--placement", default="all", choices=["all", "decoder"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sweep-rss", type=int, default=0, metavar="N",
+                   help="also measure the peak memory of a real sweep of N slices in a child process")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (CUDA only)")
     args = p.parse_args(argv)
     if args.batch_size is None:

@@ -359,6 +359,8 @@ def measure_timing(store: ResultStore, backend, slice_, repeats: int = 2, batch:
     from ..modes import SliceInput
 
     x = SliceInput.from_slice(slice_, backend)
+    if backend.two_stage:  # encoder: the batch it really runs (1 on CPU); decoder: many prompts per embedding
+        batch = min(batch, backend.encoder_batch())
     images = x.image.expand(batch, -1, -1, -1).contiguous()
     boxes = None if x.box is None else x.box.expand(batch, -1)
 
@@ -371,11 +373,13 @@ def measure_timing(store: ResultStore, backend, slice_, repeats: int = 2, batch:
         return min(times)
 
     with torch.inference_mode():
-        stages = {"forward": best(lambda: backend.logits(images, boxes)) / batch}
-        if backend.two_stage:
+        if backend.two_stage:  # forward = encoder + decoder: time the stages only (the encoder is the slow part)
             emb = backend.encode(x.image)
-            stages["encoder"] = best(lambda: backend.encode(images)) / batch
-            stages["decoder"] = best(lambda: backend.decode(emb, boxes, x.hw)) / batch
+            stages = {"encoder": best(lambda: backend.encode(images)) / batch,
+                      "decoder": best(lambda: backend.decode(emb, boxes, x.hw)) / batch}
+            stages["forward"] = stages["encoder"] + stages["decoder"]
+        else:
+            stages = {"forward": best(lambda: backend.logits(images, boxes)) / batch}
     record_timing(store, backend.name, str(backend.device), stages, repeats)
     return stages
 
