@@ -53,3 +53,13 @@ def val_slices(lgg_refs):
     empty = [s for s in loaded if not s.has_tumour][:1]
     assert len(tumour) == 2 and len(empty) == 1
     return tumour + empty
+
+
+def run_cli(*args, env: dict | None = None):
+    """``python -m segunc ARGS`` in a real subprocess from the repository root; ``env`` is added
+    to this process's environment."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "segunc", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})

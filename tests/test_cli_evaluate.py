@@ -2,20 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 
 from segunc.data import select, tumour_only
 from segunc.metrics import METRIC_NAMES
 
-from .conftest import ROOT
-
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "segunc", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=600)
+from .conftest import run_cli
 
 
 def test_evaluate_writes_rows_and_summary(lgg_root, unet_weights, tmp_path):

@@ -24,7 +24,7 @@ import tifffile
 
 from segunc.metrics import METRIC_NAMES
 
-from .conftest import ROOT, VAL_TUMOUR
+from .conftest import ROOT, VAL_TUMOUR, run_cli
 
 PATIENT = VAL_TUMOUR[0].rsplit("_", 1)[0]  # TCGA_CS_4941_19960909
 GOOD, BAD = VAL_TUMOUR  # the case spoils BAD (and keeps GOOD) unless it breaks the whole input
@@ -239,13 +239,6 @@ _store.open = _open_on_full_disk
 '''
 
 
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run([sys.executable, "-m", "segunc", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
-
-
 def test_cache_disk_full_keeps_what_was_stored_and_resumes(template, unet_weights, tmp_path):
     import os
 
@@ -256,7 +249,7 @@ def test_cache_disk_full_keeps_what_was_stored_and_resumes(template, unet_weight
     sweep = ["--data", str(template), "--backend", "unet", "--weights", str(unet_weights), "--modes", "normal",
              "--split", "all", "--cache", str(cache)]
     env = {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "SEGUNC_TEST_WRITE_BUDGET": "1"}
-    r = _cli("evaluate", *sweep, "--out", str(out), env=env)
+    r = run_cli("evaluate", *sweep, "--out", str(out), env=env)
     said = r.stdout + r.stderr
     assert r.returncode == 3, said
     assert "Traceback" not in said, said
@@ -270,10 +263,10 @@ def test_cache_disk_full_keeps_what_was_stored_and_resumes(template, unet_weight
     assert not [p for p in files if p.name.endswith(".tmp")], files
     assert len(files) == 1, files
     # space freed: the same sweep computes only the missing slice
-    r = _cli("run", *sweep)
+    r = run_cli("run", *sweep)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "DONE computed=1 skipped=1 failed=0" in r.stdout, r.stdout
-    r = _cli("gc", "--cache", str(cache), "--verify", "--grace", "0")
+    r = run_cli("gc", "--cache", str(cache), "--verify", "--grace", "0")
     assert r.returncode == 0 and "invalid_rows=0 orphan_files=0 temp_files=0" in r.stdout, r.stdout + r.stderr
 
 
@@ -296,5 +289,5 @@ def test_two_sweeps_writing_at_once(template, unet_weights, tmp_path):
     from segunc.store import ResultStore
 
     assert len(ResultStore(cache).metrics_frame()) == 3 * len(VAL_TUMOUR)  # normal once, not twice
-    r = _cli("gc", "--cache", str(cache), "--verify", "--grace", "0")
+    r = run_cli("gc", "--cache", str(cache), "--verify", "--grace", "0")
     assert r.returncode == 0 and "invalid_rows=0 orphan_files=0 temp_files=0" in r.stdout, r.stdout + r.stderr
