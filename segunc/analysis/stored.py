@@ -60,7 +60,8 @@ class StoredErrors:
 
     def join(self, metrics: pd.DataFrame) -> pd.DataFrame:
         """``metrics`` (store rows with a ``key``) widened with the scalar columns (NaN where missing)."""
-        return metrics.merge(self.frame, on="key", how="left")
+        base = metrics.drop(columns=[c for c in SCALARS if c in metrics.columns])
+        return base.merge(self.frame, on="key", how="left")
 
     def pooled(self, metrics: pd.DataFrame, by: Sequence[str] = ("backend", "mode"),
                map_names: Sequence[str] = UNCERTAINTY_MAPS) -> pd.DataFrame:
