@@ -41,6 +41,7 @@ pages = {
         st.Page(PAGE_FILES["compare"], title="Compare a slice", icon=":material/view_column:", url_path="compare"),
         st.Page(PAGE_FILES["metrics"], title="Metrics", icon=":material/bar_chart:", url_path="metrics"),
         st.Page(PAGE_FILES["calibration"], title="Calibration", icon=":material/tune:", url_path="calibration"),
+        st.Page(PAGE_FILES["review"], title="Review & errors", icon=":material/fact_check:", url_path="review"),
     ],
 }
 page = st.navigation(pages)

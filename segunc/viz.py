@@ -10,6 +10,8 @@ Pure functions: numpy arrays in, ``uint8`` RGB images or plotly figures out; no 
   carrying its result ``key`` and ``slice_id`` as ``customdata`` (click → slice).
 * :func:`reliability_figure`, :func:`calibration_figure` — calibration (paper §4.1).
 * :func:`pvalue_figure`, :func:`tumour_profile_figure`.
+* :func:`risk_coverage_figure`, :func:`decomposition_figure`, :func:`cost_quality_figure` — the
+  Review & errors page (issue 7).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from .stats import METRIC_LABELS, order_backends, order_modes
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
            "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label",
-           "grid_png", "box_stats"]
+           "grid_png", "box_stats", "risk_coverage_figure", "decomposition_figure", "cost_quality_figure"]
 
 #: Okabe-Ito colours for the three outcomes of a prediction against the ground truth
 OUTCOME_COLORS = {"TP": (240, 228, 66), "FP": (213, 94, 0), "FN": (86, 180, 233)}
@@ -417,3 +419,75 @@ def grid_png(rows: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[s
     buf = BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# --------------------------------------------------------------- review & errors (issue 7)
+def risk_coverage_figure(df: pd.DataFrame, score: str, height: int = 400, title: str | None = None) -> go.Figure:
+    """Risk (mean 1 − Dice of the kept slices) against coverage when the slices most uncertain by ``score``
+    are referred, one line per backend × mode (:func:`segunc.analysis.risk_coverage`); AURC in the legend."""
+    from .analysis import risk_coverage
+
+    fig = go.Figure()
+    backends = order_backends(df["backend"])
+    for bi, backend in enumerate(backends):
+        g = df[df["backend"] == backend]
+        for i, mode in enumerate(order_modes(g["mode"])):
+            d = g.loc[g["mode"] == mode, [score, "dice"]].dropna()
+            if d.empty:
+                continue
+            rc = risk_coverage(d[score].to_numpy(), d["dice"].to_numpy())
+            name = f"{backend} · {mode_label(mode)}" if len(backends) > 1 else mode_label(mode)
+            fig.add_trace(go.Scatter(x=rc["coverage"], y=rc["risk"], mode="lines+markers" if len(rc) <= 60 else "lines",
+                                     name=f"{name} (AURC {rc['risk'].mean():.3f})", legendgroup=name,
+                                     line=dict(color=_color(MODE_COLORS, mode, i), width=2,
+                                               dash=["solid", "dash", "dot", "dashdot"][bi % 4]),
+                                     marker=dict(size=5), customdata=rc["threshold"],
+                                     hovertemplate=f"{name}<br>coverage %{{x:.2f}}<br>risk %{{y:.4f}}<br>"
+                                                   "keep score ≤ %{customdata:.4g}<extra></extra>"))
+    fig.update_xaxes(title="coverage (fraction of slices kept)", range=[0, 1.02])
+    fig.update_yaxes(title="risk (mean 1 − Dice of kept slices)")
+    _layout(fig, height, title)
+    fig.update_layout(legend=dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02))
+    return fig
+
+
+def decomposition_figure(summary: pd.DataFrame, height: int = 380) -> go.Figure:
+    """Aleatoric (expected entropy) and epistemic (mutual information) mean uncertainty per mode, side by
+    side, one panel per backend (``summary``: :func:`segunc.analysis.decomposition_summary`)."""
+    backends = order_backends(summary["backend"])
+    fig = make_subplots(rows=1, cols=len(backends), subplot_titles=backends, shared_yaxes=True, horizontal_spacing=0.05)
+    for c, backend in enumerate(backends, 1):
+        s = summary[summary["backend"] == backend]
+        s = s.set_index("mode").reindex(order_modes(s["mode"]))
+        x = [mode_label(m) for m in s.index]
+        for col, name, color in (("aleatoric_image_mean", "aleatoric: expected entropy", "#0072B2"),
+                                 ("epistemic_image_mean", "epistemic: mutual information", "#D55E00")):
+            fig.add_trace(go.Bar(x=x, y=s[col], name=name, legendgroup=name, showlegend=c == 1, marker_color=color,
+                                 hovertemplate=f"{backend} · %{{x}}<br>{name}: %{{y:.5f}} bits<extra></extra>"),
+                          row=1, col=c)
+    fig.update_yaxes(title_text="mean over the image (bits)", row=1, col=1)
+    fig.update_layout(barmode="group")
+    _layout(fig, height)
+    fig.update_layout(margin=dict(t=70), legend=dict(y=1.1))
+    return fig
+
+
+def cost_quality_figure(cost: pd.DataFrame, metric: str = "dice", height: int = 380) -> go.Figure:
+    """Median seconds per slice (log x) against the median of ``metric``, one marker per backend × mode
+    (``cost``: :func:`segunc.analysis.cost_quality`)."""
+    fig = go.Figure()
+    col = f"{metric}_median"
+    for i, backend in enumerate(order_backends(cost["backend"])):
+        g = cost[cost["backend"] == backend]
+        fig.add_trace(go.Scatter(x=g["seconds_median"], y=g[col], mode="markers+text", name=backend,
+                                 text=[mode_label(m) for m in g["mode"]], textposition="top right",
+                                 marker=dict(size=11, color=_color(BACKEND_COLORS, backend, i), line=dict(width=1, color="#333")),
+                                 customdata=np.stack([g["mode"].map(mode_label), g["n"]], axis=1),
+                                 hovertemplate=f"{backend} · %{{customdata[0]}}<br>%{{x:.3g}} s/slice<br>"
+                                               f"median {METRIC_LABELS.get(metric, metric)} %{{y:.4f}}<br>n = %{{customdata[1]}}"
+                                               "<extra></extra>"))
+    arrow = "↑ higher is better" if HIGHER_IS_BETTER.get(metric, True) else "↓ lower is better"
+    fig.update_xaxes(title="median seconds per slice", type="log" if (cost["seconds_median"] > 0).all() else "linear")
+    fig.update_yaxes(title=f"median {METRIC_LABELS.get(metric, metric)} ({arrow})")
+    _layout(fig, height)
+    return fig

@@ -140,13 +140,16 @@ def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cac
 
     ``progress``: True for a tqdm bar on stderr, or ``callable(done, total)``. A result whose mask
     or map cannot be read is listed in ``missing`` (with the reason) instead of failing the lot.
+    ``cache``: read and write the per-result cache files; a store opened read-only (``store.read_only``,
+    the app's demo mode) only reads them.
     """
     import sys
 
     from ..data import SliceError, load_mask
 
     rows = _rows(store, keys)
-    keys = [k for k in dict.fromkeys(keys)]
+    keys = list(dict.fromkeys(keys))
+    write = cache and not getattr(store, "read_only", False)
     bar = None
     if progress is True:
         from tqdm import tqdm
@@ -177,7 +180,7 @@ def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cac
                     got = ({n: float(st[n]) for n in SCALARS},
                            {m: (st[f"{m}_hist_err"], st[f"{m}_hist_ok"]) for m in UNCERTAINTY_MAPS})
                     out.computed += 1
-                    if cache:
+                    if write:
                         _write_cache(path, *got)
             if got is not None:
                 records.append({"key": key, **got[0]})

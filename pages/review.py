@@ -1,0 +1,264 @@
+"""Review & errors: does uncertainty point at the errors, and which slices should a human check?
+
+Error detection (pooled pixel AUROC / AUPRC of each uncertainty map, Spearman ρ of slice scores
+with 1 − Dice, risk–coverage), the review queue (threshold picked on val, applied to the chosen
+split; click a row to open that slice), aleatoric vs epistemic uncertainty, tumour-free slices and
+cost beside quality. The numbers come from :mod:`segunc.analysis`; this page only shows them.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import (PAGE_FILES, data_root, ensure_app, explain, guard, metrics_frame, no_results, result_filters,
+                           store, store_root, store_version)
+from segunc import stats, viz
+
+ensure_app()
+
+MAP_LABELS = {"variance": "variance", "entropy": "entropy", "mutual_information": "mutual information"}
+SCORE_LABELS = {"mean_entropy": "entropy · image mean", "mean_variance": "variance · image mean",
+                "mean_mi": "mutual information · image mean",
+                "entropy_near": "entropy · mask + 5 px", "variance_near": "variance · mask + 5 px",
+                "mutual_information_near": "mutual information · mask + 5 px",
+                "entropy_in": "entropy · inside mask", "variance_in": "variance · inside mask",
+                "mutual_information_in": "mutual information · inside mask"}
+ss = st.session_state
+
+
+@st.cache_data(show_spinner="Scoring the uncertainty maps against the errors…", max_entries=8)
+def _error_stats(root: str, version: float, data: str, keys: tuple[str, ...]):
+    """Per-result error stats (cached on disk beside the store unless it is read-only, and here until the
+    store changes)."""
+    from segunc.analysis import stored_error_stats
+    from segunc.data import resolve_root
+
+    return stored_error_stats(store(), list(keys), resolve_root(data))
+
+
+def _ordered(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    rank = {"backend": {b: i for i, b in enumerate(stats.order_backends(df["backend"]))},
+            "mode": {m: i for i, m in enumerate(stats.order_modes(df["mode"]))}}
+    return df.sort_values(["backend", "mode"], key=lambda s: s.map(rank[s.name]), kind="stable").reset_index(drop=True)
+
+
+def _labels(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    if "mode" in out:
+        out["mode"] = out["mode"].map(viz.mode_label)
+    return out
+
+
+def _newest(df: pd.DataFrame) -> pd.DataFrame:
+    """One result per slice × backend × mode (the newest) — the review queue ranks slices, not settings."""
+    return df[~df.duplicated(["backend", "mode", "slice_id"], keep="last")]
+
+
+def _open_row(event, queue: pd.DataFrame, backend: str, mode: str) -> None:
+    """A clicked queue row → that slice on the Compare page (once per click: the table keeps its selection)."""
+    rows = list(event.selection.rows) if event and getattr(event, "selection", None) else []
+    if not rows or rows[0] >= len(queue):
+        return
+    slice_id = str(queue.iloc[rows[0]]["slice_id"])
+    marker = ("rv_queue", slice_id, backend, mode)
+    if ss.get("_last_click") == marker:
+        return
+    ss["_last_click"] = marker
+    st.switch_page(PAGE_FILES["compare"], query_params={"slice": slice_id, "focus": f"{backend}:{mode}"})
+
+
+st.title("Review & errors")
+
+with guard("The review page"):
+    df = metrics_frame()
+    if df.empty:
+        no_results()
+        st.stop()
+    sel = result_filters(df)
+    if sel.empty:
+        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
+        st.stop()
+    # the same runs, backends and modes on every split: the review threshold is picked on val
+    base = metrics_frame(tuple(ss.get("f_runs") or ()))
+    base = _newest(base[base["backend"].isin(sel["backend"].unique()) & base["mode"].isin(sel["mode"].unique())])
+    sel = _newest(sel)
+
+    errs, err_problem = None, ""
+    try:
+        root = store_root()
+        errs = _error_stats(str(root), store_version(root), str(data_root()), tuple(base["key"]))
+    except Exception as exc:  # noqa: BLE001 - no masks: the slice-level analyses still work
+        err_problem = explain(exc)
+    if errs is not None:
+        sel, base = errs.join(sel), errs.join(base)
+    from segunc.analysis import (cost_quality, decomposition_summary, review_outcome, risk_coverage_table,
+                                 slice_scores, spearman_table, tumour_free_summary)
+
+    scores = slice_scores(sel.columns)
+    st.caption(f"{len(sel):,} results · {sel['slice_id'].nunique():,} slices · {sel['backend'].nunique()} backend(s) × "
+               f"{sel['mode'].nunique()} mode(s). A slice is *bad* when its Dice is below the bar you set; "
+               "uncertainty is useful when it is high exactly there.")
+
+    t_err, t_queue, t_dec, t_more = st.tabs(["Error detection", "Review queue", "Aleatoric vs epistemic",
+                                             "Tumour-free & cost"], key="rv_tab", on_change="rerun")
+
+    if t_err.open:
+        with t_err:
+            with guard("The pixel-level error detection"):
+                st.subheader("Does high uncertainty sit on the wrong pixels?", divider="gray")
+                if errs is None:
+                    st.warning(f"Pixel-level detection needs the ground-truth masks. {err_problem}",
+                               icon=":material/warning:")
+                else:
+                    pooled = errs.pooled(sel)
+                    if errs.missing:
+                        st.caption(f"{len(errs.missing)} result(s) could not be scored (e.g. "
+                                   f"{next(iter(errs.missing.values()))}).")
+                    if pooled.empty:
+                        st.info("No error statistics for this selection.")
+                    else:
+                        show = _labels(_ordered(pooled)).assign(map=pooled["map"].map(MAP_LABELS))
+                        num = {c: st.column_config.NumberColumn(format="%.4f") for c in
+                               ("pooled_auroc", "pooled_auprc", "median_auroc", "median_auprc", "median_error_dice")}
+                        st.dataframe(show, hide_index=True, width="stretch", height=min(38 + 35 * len(show), 460),
+                                     key="rv_pooled", column_config={
+                                         **num,
+                                         "pooled_auroc": st.column_config.NumberColumn("AUROC (pooled)", format="%.4f"),
+                                         "pooled_auprc": st.column_config.NumberColumn("AUPRC (pooled)", format="%.4f"),
+                                         "median_auroc": st.column_config.NumberColumn("AUROC (median slice)", format="%.4f"),
+                                         "median_auprc": st.column_config.NumberColumn("AUPRC (median slice)", format="%.4f"),
+                                         "median_error_dice": st.column_config.NumberColumn("overlap Dice (median)",
+                                                                                            format="%.4f"),
+                                         "error_px": st.column_config.NumberColumn("error px", format="localized"),
+                                         "n_slices": "slices"})
+                        st.caption("Error pixels: prediction ≠ ground truth. AUROC / AUPRC of each map as a detector of "
+                                   "them, pooled over all pixels of the selection (1000 log-spaced bins) and the median "
+                                   "over slices; overlap Dice: the Otsu-thresholded map against the error map. "
+                                   "Random: AUROC 0.5, AUPRC = the error rate.")
+                        st.download_button("Error detection (CSV)", pooled.to_csv(index=False),
+                                           file_name="segunc_error_detection.csv", mime="text/csv",
+                                           icon=":material/download:")
+
+            with guard("The slice-level correlation"):
+                st.subheader("Are the uncertain slices the bad ones?", divider="gray")
+                rho = spearman_table(sel, scores)
+                wide = rho.pivot_table(index=["backend", "mode"], columns="score", values="rho", sort=False)
+                wide = wide.reindex(columns=scores).rename(columns=SCORE_LABELS).reset_index()
+                st.dataframe(_labels(_ordered(wide)), hide_index=True, width="stretch",
+                             height=min(38 + 35 * len(wide), 460), key="rv_rho",
+                             column_config={SCORE_LABELS.get(s, s): st.column_config.NumberColumn(format="%+.3f")
+                                            for s in scores})
+                st.caption("Spearman ρ between a slice's mean uncertainty and 1 − Dice (ρ > 0: more uncertain slices "
+                           "are worse); empty where the score is constant or there are fewer than 3 slices. "
+                           "p-values and n are in the CSV.")
+                st.download_button("Spearman ρ (CSV)", rho.to_csv(index=False), file_name="segunc_spearman.csv",
+                                   mime="text/csv", icon=":material/download:")
+
+            with guard("The risk–coverage curves"):
+                st.subheader("Risk–coverage: refer the most uncertain slices", divider="gray")
+                score = st.selectbox("Slice score", scores, key="rv_rc_score", format_func=lambda s: SCORE_LABELS.get(s, s))
+                st.plotly_chart(viz.risk_coverage_figure(sel, score), width="stretch", key="rv_rc_fig",
+                                config={"displaylogo": False})
+                rc = risk_coverage_table(sel, [score])
+                st.dataframe(_labels(_ordered(rc)).drop(columns=["score"]), hide_index=True, width="stretch",
+                             key="rv_rc_table", column_config={
+                                 c: st.column_config.NumberColumn(format="%.4f")
+                                 for c in ("aurc", "oracle_aurc", "e_aurc", "full_risk")})
+                st.caption("Keep the slices with the lowest score, refer the rest: risk = mean 1 − Dice of the kept "
+                           "slices. AURC: area under the curve (lower is better); E-AURC = AURC − the oracle's "
+                           "(slices ordered by their true 1 − Dice).")
+
+    if t_queue.open:
+        with t_queue, guard("The review queue"):
+            backends = stats.order_backends(sel["backend"])
+            c1, c2, c3 = st.columns(3)
+            backend = c1.selectbox("Backend", backends, key="rv_backend")
+            modes = stats.order_modes(sel.loc[sel["backend"] == backend, "mode"])
+            mode = c2.selectbox("Mode", modes, key="rv_mode", format_func=viz.mode_label)
+            score = c3.selectbox("Uncertainty score", scores, key="rv_score", format_func=lambda s: SCORE_LABELS.get(s, s))
+            c4, c5, c6 = st.columns(3)
+            bad = c4.number_input("Bad slice: Dice below", 0.05, 0.99, 0.7, 0.05, key="rv_bad")
+            target = c5.slider("Catch at least (of the bad slices)", 0.5, 1.0, 0.8, 0.05, key="rv_target",
+                               format="%.2f")
+            present = set(base["split"])
+            splits = [s for s in ("test", "val", "train") if s in present]
+            if ss.get("rv_split") not in splits:
+                pick = ss.get("f_split") if ss.get("f_split") in splits else splits[0]
+                ss["rv_split"] = pick
+            split = c6.selectbox("Apply to split", splits, key="rv_split",
+                                 help="The threshold is always picked on val; on val itself the patients are cut "
+                                      "in two halves (pick on one, apply to the other).")
+            frame = base[(base["backend"] == backend) & (base["mode"] == mode)]
+            out = review_outcome(frame, split, score, bad, target)
+            st.caption(f"Flag a slice when its {SCORE_LABELS.get(score, score)} is at least the threshold; the threshold "
+                       f"is the largest that catches ≥ {target:.0%} of the bad slices (Dice < {bad:g}) — "
+                       f"{out.scheme}.")
+            if out.note:
+                st.warning(out.note[:1].upper() + out.note[1:] + ".", icon=":material/info:")
+            if out.evaluation is not None:
+                ev = out.evaluation
+                m1, m2, m3, m4, m5 = st.columns(5)
+                m1.metric("Threshold", f"{ev.threshold:.4g}")
+                m2.metric("Caught", f"{len(ev.caught)} / {ev.n_bad}", help="bad slices flagged")
+                m3.metric("Missed", f"{len(ev.missed)}", help="bad slices not flagged")
+                m4.metric("Flagged", f"{ev.n_flagged} / {ev.n_slices}", help="slices sent to review")
+                m5.metric("Precision", "–" if ev.n_flagged == 0 else f"{ev.precision:.0%}",
+                          help="share of the flagged slices that are bad")
+                queue = ev.frame
+                event = st.dataframe(queue, hide_index=True, width="stretch", height=min(38 + 35 * len(queue), 520),
+                                     on_select="rerun", selection_mode="single-row", key="rv_queue", column_config={
+                                         score: st.column_config.NumberColumn(SCORE_LABELS.get(score, score), format="%.5f"),
+                                         "dice": st.column_config.NumberColumn("Dice", format="%.4f"),
+                                         "bad": st.column_config.CheckboxColumn("bad"),
+                                         "flagged": st.column_config.CheckboxColumn("flagged")})
+                st.caption("Most uncertain first. Click a row to open that slice on the Compare page.")
+                _open_row(event, queue, backend, mode)
+                st.download_button("Review queue (CSV)", queue.to_csv(index=False),
+                                   file_name=f"segunc_review_{backend}_{mode}_{split}.csv", mime="text/csv",
+                                   icon=":material/download:", key="rv_queue_csv")
+            elif out.calibration is None:
+                st.info("No threshold could be picked on val for this choice; lower the bar, or compute val results for "
+                        "this backend and mode on the **Run** page.", icon=":material/info:")
+
+    if t_dec.open:
+        with t_dec, guard("Aleatoric vs epistemic"):
+            dec = decomposition_summary(sel)
+            st.plotly_chart(viz.decomposition_figure(dec), width="stretch", key="rv_dec_fig",
+                            config={"displaylogo": False})
+            cols = ["backend", "mode", "n", "aleatoric_image_mean", "epistemic_image_mean", "epistemic_share_median"]
+            st.dataframe(_labels(_ordered(dec[cols])), hide_index=True, width="stretch", key="rv_dec", column_config={
+                "aleatoric_image_mean": st.column_config.NumberColumn("aleatoric (bits)", format="%.5f"),
+                "epistemic_image_mean": st.column_config.NumberColumn("epistemic (bits)", format="%.5f"),
+                "epistemic_share_median": st.column_config.NumberColumn("epistemic share (median)", format="%.3f")})
+            st.caption("Total predictive entropy H(ȳ) = expected entropy E[H(yₜ)] (aleatoric: noise every sample sees) "
+                       "+ mutual information I (epistemic: disagreement between samples); image means over slices. "
+                       "A single pass has I = 0; for CRF the entropy is recomputed after refinement.")
+
+    if t_more.open:
+        with t_more:
+            with guard("The tumour-free slices"):
+                st.subheader("Tumour-free slices", divider="gray")
+                tf = tumour_free_summary(sel)
+                if tf.empty:
+                    st.info("No tumour-free slices in this selection: sweeps skip them unless queued with "
+                            "“all slices” (`--all-slices`).", icon=":material/info:")
+                else:
+                    st.dataframe(_labels(_ordered(tf)), hide_index=True, width="stretch", key="rv_tf")
+                    st.caption("Every predicted pixel is a false positive here: share of slices with any, their area, "
+                               "mean uncertainty against tumour slices, and how well entropy flags them (fp_auroc).")
+            with guard("The cost beside quality"):
+                st.subheader("Cost beside quality", divider="gray")
+                cost = cost_quality(sel)
+                st.plotly_chart(viz.cost_quality_figure(cost), width="stretch", key="rv_cost_fig",
+                                config={"displaylogo": False})
+                cols = [c for c in ("backend", "mode", "n", "seconds_median", "x_reference", "dice_median", "iou_median",
+                                    "nll_median", "ece_median", "brier_median") if c in cost.columns]
+                st.dataframe(_labels(_ordered(cost[cols])), hide_index=True, width="stretch", key="rv_cost",
+                             column_config={"seconds_median": st.column_config.NumberColumn("s/slice (median)",
+                                                                                             format="%.3g"),
+                                            "x_reference": st.column_config.NumberColumn("× normal", format="%.2f"),
+                                            **{c: st.column_config.NumberColumn(format="%.4f") for c in cols[5:]}})
+                st.caption("Wall time per slice including the modes a mode builds on (fusion: its sources; CRF: fusion), "
+                           "on the machine that ran it.")
