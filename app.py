@@ -36,6 +36,7 @@ pages = {
     "Data and runs": [
         st.Page(PAGE_FILES["dataset"], title="Dataset", icon=":material/photo_library:", url_path="dataset"),
         st.Page(PAGE_FILES["run"], title="Run", icon=":material/play_circle:", url_path="run"),
+        st.Page(PAGE_FILES["upload"], title="Your image", icon=":material/upload_file:", url_path="upload"),
     ],
     "Results": [
         st.Page(PAGE_FILES["compare"], title="Compare a slice", icon=":material/view_column:", url_path="compare"),

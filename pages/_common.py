@@ -22,7 +22,7 @@ log = logging.getLogger("segunc.app")
 #: page files by short name (st.navigation registers these; st.switch_page takes them)
 PAGE_FILES = {"home": "pages/home.py", "dataset": "pages/dataset.py", "run": "pages/run.py",
               "compare": "pages/compare.py", "metrics": "pages/metrics.py", "calibration": "pages/calibration.py",
-              "review": "pages/review.py"}
+              "upload": "pages/upload.py", "review": "pages/review.py"}
 #: widget keys whose values survive page switches (see :func:`keep_state`)
 STICKY = ("f_backends", "f_modes", "f_split", "f_runs")
 

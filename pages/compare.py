@@ -12,17 +12,17 @@ import streamlit as st
 
 from pages._common import (PAGE_FILES, ensure_app, guard, load_maps, metrics_frame, no_results, result_filters,
                            slice_arrays)
+from pages._viewer import CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, display_options, map_scale, result_panel
 from segunc import viz
 from segunc.metrics import METRIC_NAMES
 from segunc.stats import METRIC_LABELS, order_backends, order_modes
 
 ensure_app()
 
-MAPS = ("entropy", "variance", "mutual_information")
+MAPS = VIEW_MAPS
 SORTS = {"slice": "Slice id", "dice_asc": "Dice, worst first", "dice_desc": "Dice, best first",
          "unc_desc": "Mean uncertainty, highest first", "unc_asc": "Mean uncertainty, lowest first"}
 MEAN_COL = {"entropy": "mean_entropy", "variance": "mean_variance", "mutual_information": "mean_mi"}
-CHANNEL_NAMES = {0: "pre-contrast", 1: "FLAIR", 2: "post-contrast"}
 ss = st.session_state
 
 
@@ -74,27 +74,6 @@ def _step(order: list[str], delta: int) -> None:
     cur = ss.get("cmp_slice")
     i = order.index(cur) if cur in order else -1
     ss["cmp_slice"] = order[(i + delta) % len(order)]
-
-
-def _metric_html(row: pd.Series) -> str:
-    """A compact two-column table of one panel's metrics."""
-    def f(k, d=3):
-        return f"{row[k]:.{d}f}" if k in row and pd.notna(row[k]) else "–"
-    cells = [("Dice", f("dice")), ("IoU", f("iou")), ("Prec.", f("precision")), ("Recall", f("recall")),
-             ("NLL", f("nll")), ("ECE", f("ece", 4)), ("Brier", f("brier", 4)), ("Cert.", f("certainty"))]
-    trs = "".join(f"<tr><td>{a}</td><td><b>{va}</b></td><td>{b}</td><td><b>{vb}</b></td></tr>"
-                  for (a, va), (b, vb) in zip(cells[::2], cells[1::2]))
-    secs = f" · {row['seconds']:.1f} s" if "seconds" in row and pd.notna(row["seconds"]) else ""
-    return (f"<table class='seg-m'>{trs}</table><div class='seg-foot'>{int(row.get('pred_px', 0)):,} px predicted"
-            f"{secs}</div>")
-
-
-PANEL_CSS = """<style>
-table.seg-m {font-size: 0.74rem; border-collapse: collapse; width: 100%; margin: 0; border: none}
-table.seg-m td {border: none; padding: 0 0.25rem 0 0; white-space: nowrap; color: #4a5560}
-table.seg-m td b {color: #1b1f24; font-weight: 600}
-div.seg-foot {font-size: 0.7rem; color: #6b7785; margin-top: 0.15rem}
-</style>"""
 
 
 st.title("Compare a slice")
@@ -151,13 +130,8 @@ with guard("The slice comparison"):
     pos = order.index(slice_id)
     n4.markdown(f"**{pos + 1}** of {len(order)} slices")
 
-    with st.expander("Display options"):
-        o1, o2, o3, o4 = st.columns(4)
-        zoom = o1.toggle("Zoom to the tumour", value=True, key="cmp_zoom")
-        shared = o2.radio("Colour scale", ["max of the shown panels", "full theoretical range"], key="cmp_scale",
-                          help="One scale is shared by every uncertainty panel either way")
-        cmap = o3.selectbox("Colour map", ["Viridis", "Inferno", "Cividis", "Magma"], key="cmp_cmap")
-        alpha = o4.slider("Overlay opacity", 0.2, 1.0, 0.6, 0.05, key="cmp_alpha")
+    view = display_options("cmp")
+    zoom, cmap = view["zoom"], view["cmap"]
 
     _write_link(df, slice_id, map_name, backends, modes)
     focus = ss.get("cmp_focus", "")
@@ -168,10 +142,7 @@ with guard("The slice comparison"):
     rows = rows[~rows.index.duplicated(keep="last")]
     maps = {bm: load_maps(rows.loc[bm, "key"]) for bm in rows.index}
     missing_maps = [bm for bm, m in maps.items() if m is None]
-    lo, hi = viz.MAP_RANGES[map_name]
-    if shared.startswith("max"):
-        vals = [float(np.max(m[map_name])) for m in maps.values() if m is not None]
-        hi = max(vals) if vals and max(vals) > 0 else hi
+    lo, hi = map_scale(maps.values(), map_name, view["shared_max"])
     box = viz.crop_box([gt, *[m["mask"] for m in maps.values() if m is not None]], gt.shape) if zoom \
         else (0, gt.shape[0], 0, gt.shape[1])
 
@@ -213,17 +184,8 @@ with guard("The slice comparison"):
                     st.markdown(title)
                     st.caption("not computed for this slice")
                     continue
-                r = rows.loc[(backend, mode)]
-                m = maps.get((backend, mode))
-                with st.container(border=True):
-                    st.markdown(title)
-                    if m is not None:
-                        ov = viz.crop(viz.overlay(image, m["mask"], gt, alpha=alpha, channel=channel), box)
-                        heat = viz.crop(viz.colorize(m[map_name], lo, hi, cmap), box)
-                        st.image(ov, width="stretch")
-                        st.image(heat, width="stretch")
-                        ov_row[j], heat_row[j] = ov, heat
-                    st.markdown(_metric_html(r), unsafe_allow_html=True)
+                ov_row[j], heat_row[j] = result_panel(title, image, maps.get((backend, mode)), gt, map_name, (lo, hi),
+                                                      view, channel, box, row=rows.loc[(backend, mode)])
         if any(x is not None for x in ov_row):
             grid_rows += [ov_row, heat_row]
             grid_labels += [f"{backend} prediction", f"{backend} {map_name}"]

