@@ -88,12 +88,27 @@ def _fetch_one(name: str) -> None:
                                      "to resume.")
     except F.FetchError as exc:
         ss["home_fetch"] = ("error", f"**{name} was not downloaded.** {exc}")
+    except OSError as exc:  # e.g. a folder that became read-only
+        ss["home_fetch"] = ("error", f"**{name} was not downloaded:** {exc.strerror or exc} "
+                                     f"({exc.filename or 'the destination folder'}).")
     else:
         ss["home_fetch"] = ("success", f"**{name} downloaded.** " + " ".join(log[-1:]))
         _asset_status.clear()
         slice_index.clear()
     finally:
         bar.empty()
+
+
+def _writable(path) -> bool:
+    """Whether files should be created at ``path``: its nearest existing folder is writable and has a
+    write bit (root may write anywhere; a folder made read-only on purpose stays untouched)."""
+    import os
+    from pathlib import Path
+
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
 def _downloads() -> None:
@@ -134,6 +149,12 @@ def _downloads() -> None:
                 st.caption("Needs Kaggle API credentials (`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` + `KAGGLE_KEY`).")
             if refused:
                 st.caption(f"{refused} Command: `python -m segunc fetch {name}`")
+                continue
+            folder = F.data_dir().parent if name == "lgg" else F.weights_dir()
+            if not _writable(folder):
+                var = "SEGUNC_DATA" if name == "lgg" else "SEGUNC_WEIGHTS"
+                st.caption(f"`{folder}` is read-only here: set `{var}` to a folder you can write to "
+                           f"(and restart the app) to download {name}.")
                 continue
             c1, c2 = st.columns([3, 1], vertical_alignment="center")
             ok = c1.checkbox("I accept this licence" + (" (research use only)" if name == "universeg" else ""),

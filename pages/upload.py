@@ -228,7 +228,7 @@ if upload is not None and res is not None and res["slice_id"] == upload.slice_id
                 ov_row.append(ov)
                 heat_row.append(heat)
 
-        d1, d2, _ = st.columns([1, 1, 3])
+        table = None
         if gt is not None:
             from segunc.metrics import METRIC_NAMES
             from segunc.stats import METRIC_LABELS
@@ -239,9 +239,11 @@ if upload is not None and res is not None and res["slice_id"] == upload.slice_id
             st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
                          column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f")
                                         for c in METRIC_NAMES if c in table.columns})
+        d1, d2, _ = st.columns([1, 1, 3])
+        if table is not None:
             d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
                                mime="text/csv", icon=":material/download:", width="stretch")
-        d2.download_button("Panels (PNG)", lambda: viz.grid_png([ov_row, heat_row], ["prediction", map_name],
+        (d1 if table is None else d2).download_button("Panels (PNG)", lambda: viz.grid_png([ov_row, heat_row], ["prediction", map_name],
                                                                 [viz.mode_label(m) for m in results]),
                            file_name=f"{upload.slice_id}_{map_name}.png", mime="image/png", icon=":material/image:",
                            width="stretch")

@@ -371,7 +371,7 @@ def test_home_with_the_shared_data(app_env):
     assert slices.label == "Slices" and int(slices.value.replace(",", "")) > 1000
     keys = [b.key for b in at.button]
     assert "home_fetch_unet" not in keys and "home_fetch_lgg" not in keys  # present: nothing to download
-    assert "home_fetch_medsam" in keys
+    assert "medsam" in " ".join(m.value for m in at.markdown if m.value.startswith("Missing:"))
 
 
 def test_home_downloads_after_the_licence_is_accepted(empty_machine, monkeypatch):
@@ -410,3 +410,10 @@ def test_home_download_offline_is_a_message_not_a_traceback(empty_machine, monke
     assert not at.exception
     assert len(at.error) == 1 and "No network" in at.error[0].value and "python -m segunc fetch unet" in at.error[0].value
     assert not (empty_machine["SEGUNC_WEIGHTS"] / "unet.pt").exists()
+
+
+def test_home_offers_no_download_into_a_read_only_folder(app_env):
+    at = open_home()  # the shared weights folder is read-only (r-x)
+    assert_clean(at)
+    assert "home_fetch_medsam" not in [b.key for b in at.button]
+    assert any("is read-only here" in c.value and "SEGUNC_WEIGHTS" in c.value for c in at.caption)
