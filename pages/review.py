@@ -163,9 +163,12 @@ with guard("The review page"):
                                 config={"displaylogo": False})
                 rc = risk_coverage_table(sel, [score])
                 st.dataframe(_labels(_ordered(rc)).drop(columns=["score"]), hide_index=True, width="stretch",
-                             key="rv_rc_table", column_config={
-                                 c: st.column_config.NumberColumn(format="%.4f")
-                                 for c in ("aurc", "oracle_aurc", "e_aurc", "full_risk")})
+                             key="rv_rc_table", height=min(38 + 35 * len(rc), 560), column_config={
+                                 "aurc": st.column_config.NumberColumn("AURC", format="%.4f"),
+                                 "oracle_aurc": st.column_config.NumberColumn("oracle AURC", format="%.4f"),
+                                 "e_aurc": st.column_config.NumberColumn("E-AURC", format="%.4f"),
+                                 "full_risk": st.column_config.NumberColumn("risk at full coverage", format="%.4f"),
+                                 "n": "slices"})
                 st.caption("Keep the slices with the lowest score, refer the rest: risk = mean 1 − Dice of the kept "
                            "slices. AURC: area under the curve (lower is better); E-AURC = AURC − the oracle's "
                            "(slices ordered by their true 1 − Dice).")
@@ -228,7 +231,8 @@ with guard("The review page"):
             st.plotly_chart(viz.decomposition_figure(dec), width="stretch", key="rv_dec_fig",
                             config={"displaylogo": False})
             cols = ["backend", "mode", "n", "aleatoric_image_mean", "epistemic_image_mean", "epistemic_share_median"]
-            st.dataframe(_labels(_ordered(dec[cols])), hide_index=True, width="stretch", key="rv_dec", column_config={
+            st.dataframe(_labels(_ordered(dec[cols])), hide_index=True, width="stretch", key="rv_dec",
+                         height=38 + 35 * len(dec), column_config={
                 "aleatoric_image_mean": st.column_config.NumberColumn("aleatoric (bits)", format="%.5f"),
                 "epistemic_image_mean": st.column_config.NumberColumn("epistemic (bits)", format="%.5f"),
                 "epistemic_share_median": st.column_config.NumberColumn("epistemic share (median)", format="%.3f")})
@@ -259,6 +263,8 @@ with guard("The review page"):
                              column_config={"seconds_median": st.column_config.NumberColumn("s/slice (median)",
                                                                                              format="%.3g"),
                                             "x_reference": st.column_config.NumberColumn("× normal", format="%.2f"),
-                                            **{c: st.column_config.NumberColumn(format="%.4f") for c in cols[5:]}})
+                                            **{c: st.column_config.NumberColumn(
+                                                f"{stats.METRIC_LABELS.get(c[:-7], c)} (median)", format="%.4f")
+                                               for c in cols[5:]}}, height=38 + 35 * len(cost))
                 st.caption("Wall time per slice including the modes a mode builds on (fusion: its sources; CRF: fusion), "
                            "on the machine that ran it.")
