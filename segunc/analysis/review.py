@@ -167,6 +167,8 @@ def review_outcome(frame: pd.DataFrame, split: str, score: str = "mean_entropy",
     ev = frame if split == "all" or "split" not in frame.columns else frame[frame["split"] == split]
     scheme = f"threshold picked on {val_split}, applied to {split}"
     note = ""
+    if split == "all":
+        scheme = f"threshold picked on {val_split}, applied to every split ({val_split} included)"
     if split == val_split:
         a, b = patient_halves(cal["patient_id"], seed)
         if a and b:
