@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
     from .fetch import add_fetch_parser; add_fetch_parser(sub)  # noqa: E702  (segunc/fetch.py)
     from .snapshot import add_snapshot_parser; add_snapshot_parser(sub)  # noqa: E702  (segunc/snapshot.py)
+    from .access import add_passwd_parser; add_passwd_parser(sub)  # noqa: E702  (segunc/access.py)
     from .report import add_report_parser; add_report_parser(sub)  # noqa: E702  (segunc/report/)
     return parser
 

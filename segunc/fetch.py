@@ -58,6 +58,12 @@ MiB = 1 << 20
 MB = 1000 * 1000
 
 
+def offline_mode() -> bool:
+    """``$SEGUNC_OFFLINE`` set (the app sets it in demo mode) or ``$SEGUNC_MODE=demo``: no download is tried."""
+    flag = os.environ.get("SEGUNC_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    return flag or os.environ.get("SEGUNC_MODE", "").strip().lower() == "demo"
+
+
 # ---------------------------------------------------------------------------------------- errors
 class FetchError(RuntimeError):
     """A download that did not succeed; the message says what to do."""
@@ -462,6 +468,8 @@ def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_
     if size_hint:
         check_disk(dest.parent, size_hint - have0, what)
     offline = f"no network: download {what} on a machine with internet from {url} and put it at {dest}"
+    if offline_mode():
+        raise OfflineError(f"offline mode ($SEGUNC_OFFLINE or demo mode), nothing downloaded; {offline}")
     n_requests = 0
     restarted = False
     with _PartLock(part):
@@ -639,6 +647,8 @@ def fetch_lgg(dest: Path | str | None = None, *, log: Callable[[str], None] = la
     parent.mkdir(parents=True, exist_ok=True)
     check_disk(parent, a.approx_bytes, a.title)
     by_hand = f"download it by hand from {a.page} and unzip its kaggle_3m folder to {dest}"
+    if offline_mode():
+        raise OfflineError(f"offline mode ($SEGUNC_OFFLINE or demo mode), nothing downloaded; {by_hand}")
     try:
         import kagglehub
     except ImportError:
