@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `segunc` and `pages._common` import from the repository root
     sys.path.insert(0, str(ROOT))
 
-from pages._common import PAGE_FILES, keep_state  # noqa: E402
+from pages._common import PAGE_FILES, account_menu, hidden_pages, keep_state, require_access  # noqa: E402
 
 st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=":material/blur_on:", layout="wide",
                    initial_sidebar_state="expanded")
@@ -29,6 +29,7 @@ st.markdown(
     </style>""",
     unsafe_allow_html=True,
 )
+who = require_access()  # server mode: the sign-in page until logged in (stops here); demo mode: its banner
 keep_state()
 
 pages = {
@@ -45,5 +46,8 @@ pages = {
         st.Page(PAGE_FILES["review"], title="Review & errors", icon=":material/fact_check:", url_path="review"),
     ],
 }
+hide = hidden_pages(who)  # a viewer gets no Run / upload page (and those pages refuse viewers themselves)
+pages = {section: [p for p in group if p.url_path not in hide] for section, group in pages.items()}
 page = st.navigation(pages)
+account_menu(who)  # signed-in user and Log out, in the sidebar
 page.run()

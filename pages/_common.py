@@ -25,6 +25,8 @@ PAGE_FILES = {"home": "pages/home.py", "dataset": "pages/dataset.py", "run": "pa
               "upload": "pages/upload.py", "review": "pages/review.py"}
 #: widget keys whose values survive page switches (see :func:`keep_state`)
 STICKY = ("f_backends", "f_modes", "f_split", "f_runs")
+#: pages only runners get (each also refuses anyone else itself): queueing jobs, uploading images
+RUNNER_PAGES = ("run", "upload")
 
 
 # ------------------------------------------------------------------------------ bootstrap
@@ -96,7 +98,7 @@ def store_root() -> Path:
 
 def store_version(root: Path | str | None = None) -> float:
     """Newest modification time of the store's database and its write-ahead log (any write bumps one)."""
-    db = Path(_store(str(root or store_root())).db_path)
+    db = Path(_store(str(root or store_root()), read_only()).db_path)
     times = []
     for path in (db, db.with_name(db.name + "-wal")):
         try:
@@ -106,23 +108,239 @@ def store_version(root: Path | str | None = None) -> float:
     return max(times, default=0.0)
 
 
+def allowed_roots() -> list[Path]:
+    """The folders user input may name: the LGG data folder, the results store, the weights folder."""
+    from segunc.backends.base import default_weights_dir
+
+    return [data_root(), store_root(), Path(default_weights_dir())]
+
+
+def user_path(text: str | Path, base: Path | str | None = None) -> Path:
+    """The real path a user typed (or a value derived from user input), confined to :func:`allowed_roots`:
+    ``..`` and symbolic links are resolved first; :class:`segunc.access.PathError` if it leads outside.
+    Relative paths are taken from ``base`` (default: the data folder). Use it for every path a widget,
+    query parameter or upload name can influence."""
+    from segunc.access import confine
+
+    return confine(text, allowed_roots(), base=base)
+
+
+# -------------------------------------------------------------------------------- access
+# Server mode (login, roles) and demo mode (read-only): configuration and rules in segunc/access.py,
+# set-up in docs/server.md. app.py calls require_access() before st.navigation on every run.
+_AUTH_KEY = "_segunc_user"  # session state (held by the server, never sent to the browser): password user's name
+
+
+def _secrets() -> dict:
+    """``st.secrets`` as a plain dict; {} when there is no secrets file; AccessError when one exists but
+    cannot be read (a broken secrets.toml must not open a server to everyone)."""
+    from segunc.access import AccessError
+
+    try:
+        return st.secrets.to_dict()
+    except FileNotFoundError as exc:  # StreamlitSecretNotFoundError: no file, or one that does not parse
+        from streamlit import config
+
+        files = config.get_option("secrets.files") or []
+        if any(Path(f).expanduser().exists() for f in files):
+            raise AccessError(f"the secrets file could not be read: {exc}") from None
+        return {}
+
+
+def access_config():
+    """The login / mode settings (:class:`segunc.access.AccessConfig`) from secrets.toml and ``$SEGUNC_MODE``."""
+    from segunc.access import load_config
+
+    return load_config(_secrets())
+
+
+def read_only() -> bool:
+    """Demo mode: nothing may write to the store, queue a job or download (an unreadable configuration
+    counts as read-only; the gate shuts the app then anyway)."""
+    from segunc.access import AccessError, resolve_mode
+
+    try:
+        return resolve_mode(_secrets()) == "demo"
+    except AccessError:
+        return True
+
+
+def _principal(cfg):
+    """The session's Principal under ``cfg``, or None when nobody (allowed) is logged in."""
+    from segunc.access import Principal
+
+    if not cfg.login_required:
+        return cfg.anonymous()
+    user = st.user
+    if cfg.oidc and user.get("is_logged_in"):
+        role = cfg.role_for_email(user.get("email"), user.get("email_verified"))
+        return Principal(user=str(user.get("email")), role=role, method="oidc", mode=cfg.mode) if role else None
+    name = st.session_state.get(_AUTH_KEY)
+    known = cfg.users.get(name) if name else None  # a user removed from secrets.toml is out on the next rerun
+    return cfg.principal(known) if known is not None else None
+
+
+def principal():
+    """Who uses this session (:class:`segunc.access.Principal`); a viewer with no name when nobody is
+    logged in (pages check ``principal().can_run`` before any job or upload: defence in depth)."""
+    from segunc.access import VIEWER, AccessError, Principal
+
+    try:
+        cfg = access_config()
+        p = None if cfg.problems else _principal(cfg)
+    except AccessError:
+        p = None
+    return p if p is not None else Principal(user=None, role=VIEWER, method="none", mode="server")
+
+
+def hidden_pages(who=None) -> set[str]:
+    """Keys of :data:`PAGE_FILES` that ``who`` (default: this session) does not get in the navigation:
+    the runner pages for a viewer; in demo mode Run stays, to say why nothing can be queued."""
+    who = principal() if who is None else who
+    if who.can_run:
+        return set()
+    return set(RUNNER_PAGES) - ({"run"} if who.read_only else set())
+
+
+@st.cache_resource(show_spinner=False)
+def _throttle():
+    from segunc.access import LoginThrottle
+
+    return LoginThrottle()  # one per server process: failed attempts from every session count
+
+
+def _shut(message: str, detail: str | None = None) -> None:
+    if detail:
+        log.error("access: %s", detail)
+    st.navigation([st.Page(lambda: st.error(message, icon=":material/lock:"), title="segunc", url_path="closed")],
+                  position="hidden").run()
+    st.stop()
+
+
+def _password_login(cfg, name: str, password: str) -> None:
+    import math
+
+    throttle = _throttle()
+    wait = throttle.wait_s(name)
+    if wait > 0:
+        st.error(f"Too many failed attempts for this user name; try again in {math.ceil(wait / 60)} min.",
+                 icon=":material/timer:")
+        return
+    user = cfg.check_password(name, password)
+    if user is None:
+        throttle.failed(name)
+        log.warning("access: failed password login for %r", str(name)[:64])
+        st.error("Wrong user name or password.", icon=":material/error:")
+        return
+    throttle.succeeded(name)
+    st.session_state[_AUTH_KEY] = user.name
+    log.info("access: %s logged in (%s)", user.name, user.role)
+    st.rerun()
+
+
+def _login_page(cfg) -> None:
+    """The only page a visitor sees before logging in (the real pages are not even registered)."""
+    def sign_in():
+        st.title("Sign in")
+        st.caption("segunc · segmentation uncertainty. This server asks you to log in.")
+        user = st.user
+        if cfg.oidc and user.get("is_logged_in"):  # logged in with the provider, but not listed in secrets
+            st.error(f"`{user.get('email') or 'this account'}` may not use this app; ask its admin to add it.",
+                     icon=":material/block:")
+            st.button("Log out", icon=":material/logout:", key="segunc_logout_denied", on_click=_logout, args=("oidc",))
+            return
+        if cfg.oidc:
+            for provider in cfg.providers or (None,):
+                label = f"Log in with {provider.replace('_', ' ').title()}" if provider else "Log in"
+                if st.button(label, type="primary", icon=":material/login:", key=f"segunc_login_{provider or 'oidc'}"):
+                    try:
+                        st.login(provider) if provider else st.login()
+                    except Exception as exc:  # noqa: BLE001 - e.g. Authlib missing: say so, stay shut
+                        log.exception("access: st.login failed")
+                        st.error(f"Login is not available: {exc}", icon=":material/error:")
+        if cfg.users:
+            if cfg.oidc:
+                st.caption("or with a user name and password")
+            with st.form("segunc_login", clear_on_submit=True):
+                name = st.text_input("User name", autocomplete="username", max_chars=64, key="segunc_login_user")
+                password = st.text_input("Password", type="password", autocomplete="current-password", max_chars=256,
+                                         key="segunc_login_password")
+                submitted = st.form_submit_button("Sign in", type="primary", icon=":material/login:")
+            if submitted:
+                _password_login(cfg, name, password)
+
+    st.navigation([st.Page(sign_in, title="Sign in", icon=":material/lock:", url_path="login")],
+                  position="hidden").run()
+    st.stop()
+
+
+def _logout(method: str) -> None:
+    """Log-out button callback (a callback, so no rerun of the page can swallow the click)."""
+    for k in list(st.session_state.keys()):  # nothing of this user's session stays for the next one
+        del st.session_state[k]
+    if method == "oidc":
+        st.logout()
+
+
+def account_menu(who) -> None:
+    """"Signed in as …" and the Log out button in the sidebar (call after ``st.navigation``: a widget
+    made before it takes its id from the page asked for, so its first click could be lost)."""
+    if who is None or who.method == "none":
+        return
+    with st.sidebar:
+        st.caption(f"Signed in as **{who.user}** · {who.role}")
+        st.button("Log out", icon=":material/logout:", key="segunc_logout", on_click=_logout, args=(who.method,))
+
+
+def require_access():
+    """The gate (call in app.py before st.navigation): returns the session's Principal, or shows the
+    sign-in page and stops. With no login configured (local use) it lets everyone in, as a runner."""
+    from segunc.access import AccessError
+
+    try:
+        cfg = access_config()
+    except AccessError as exc:
+        _shut("This app's access settings cannot be read; its admin has been told (server log).", str(exc))
+        return None
+    if cfg.problems:
+        _shut("This app's access settings are incomplete; its admin has been told (server log).", "; ".join(cfg.problems))
+        return None
+    who = _principal(cfg)
+    if who is None:
+        _login_page(cfg)
+        return None
+    if cfg.read_only:
+        import os
+
+        from segunc.access import snapshot_label
+
+        os.environ["SEGUNC_OFFLINE"] = "1"  # this process downloads nothing (segunc.fetch checks it)
+
+        label = snapshot_label(store_root())
+        st.info(f"**Demo (read-only)** — results from snapshot {label or f'in `{store_root()}`'}. Nothing is "
+                "computed, queued, uploaded or downloaded here.", icon=":material/lock:")
+    return who
+
+
 # --------------------------------------------------------------------------------- store
 @st.cache_resource(show_spinner=False)
-def _store(root: str):
+def _store(root: str, read_only: bool = False):
     from segunc.store import ResultStore
+    from segunc.store.readonly import ReadOnlyStore
 
-    return ResultStore(root)
+    return ReadOnlyStore(root) if read_only else ResultStore(root)
 
 
 def store():
-    return _store(str(store_root()))
+    """The results store (read-only in demo mode: every write raises, corrupt rows are not dropped)."""
+    return _store(str(store_root()), read_only())
 
 
 @st.cache_data(show_spinner="Loading results…", max_entries=8)
 def _metrics_frame(root: str, version: float, run_ids: tuple[str, ...]) -> pd.DataFrame:
     from segunc.stats import order_backends, order_modes
 
-    df = _store(root).metrics_frame(run_ids=list(run_ids) if run_ids else None)
+    df = _store(root, read_only()).metrics_frame(run_ids=list(run_ids) if run_ids else None)
     if len(df):  # display order everywhere: backends as registered, modes as in the paper
         rank = {"backend": {b: i for i, b in enumerate(order_backends(df["backend"]))},
                 "mode": {m: i for i, m in enumerate(order_modes(df["mode"]))}}
@@ -139,7 +357,7 @@ def metrics_frame(run_ids: tuple[str, ...] = ()) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _runs(root: str, version: float) -> pd.DataFrame:
-    return _store(root).runs()
+    return _store(root, read_only()).runs()
 
 
 def runs() -> pd.DataFrame:
@@ -149,7 +367,7 @@ def runs() -> pd.DataFrame:
 
 @st.cache_resource(show_spinner=False, max_entries=192)
 def _maps(root: str, key: str) -> dict[str, np.ndarray]:
-    return _store(root).load_maps(key)
+    return _store(root, read_only()).load_maps(key)
 
 
 def load_maps(key: str) -> dict[str, np.ndarray] | None:
@@ -162,7 +380,7 @@ def load_maps(key: str) -> dict[str, np.ndarray] | None:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _reliability(root: str, version: float, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    out = _store(root).reliability(list(keys))
+    out = _store(root, read_only()).reliability(list(keys))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -239,9 +457,11 @@ def open_clicked(event, source: str) -> None:
 
 
 def no_results(message: str = "The results store is empty.") -> None:
-    st.info(f"{message} Queue a sweep on the **Run** page, or point `SEGUNC_CACHE` at an existing store "
-            f"(now `{store_root()}`).", icon=":material/inbox:")
-    st.page_link(PAGE_FILES["run"], label="Go to Run", icon=":material/play_arrow:")
+    can_run = principal().can_run
+    st.info(f"{message} {'Queue a sweep on the **Run** page, or point' if can_run else 'Point'} `SEGUNC_CACHE` at "
+            f"an existing store (now `{store_root()}`).", icon=":material/inbox:")
+    if can_run:  # viewers have no Run page (a link to it would fail)
+        st.page_link(PAGE_FILES["run"], label="Go to Run", icon=":material/play_arrow:")
 
 
 def _run_label(r) -> str:

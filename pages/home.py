@@ -275,10 +275,14 @@ with guard("The pipeline overview"):
     st.markdown("**Paper defaults** (§3.2–3.4; change them per sweep on the Run page)")
     st.dataframe(pd.DataFrame({"setting": list(defaults), "value": [str(v) for v in defaults.values()]}),
                  hide_index=True, width="stretch", column_config={"value": st.column_config.TextColumn(width="large")})
+    from pages._common import hidden_pages
+
+    hide = hidden_pages()  # a viewer has no Run page to link to
     cols = st.columns(5)
     for col, (key, label, icon) in zip(cols, [("dataset", "Browse the data", ":material/photo_library:"),
                                               ("run", "Queue a sweep", ":material/play_circle:"),
                                               ("compare", "Compare a slice", ":material/view_column:"),
                                               ("metrics", "Metrics and tests", ":material/bar_chart:"),
                                               ("calibration", "Calibration", ":material/tune:")]):
-        col.page_link(PAGE_FILES[key], label=label, icon=icon)
+        if key not in hide:
+            col.page_link(PAGE_FILES[key], label=label, icon=icon)

@@ -6,7 +6,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._common import data_root, ensure_app, explain, fmt_seconds, guard, store, store_root
+from pages._common import (data_root, ensure_app, explain, fmt_seconds, guard, principal, store, store_root,
+                           user_path)
 
 ensure_app()
 
@@ -79,7 +80,12 @@ def _queue(specs: list) -> None:
     from segunc.runner.jobs import ensure_worker, submit_job
 
     ss.pop("run_error", None)
+    if not principal().can_run:  # defence in depth: viewers get neither the page nor its form
+        ss["run_error"] = "this account may not queue jobs (viewer role, or demo mode)"
+        return
     try:
+        for spec in specs:  # the data folder a job reads must be one this app may use
+            user_path(spec.data)
         ss["run_last"] = [submit_job(store(), spec) for spec in specs]
         ss["run_worker"] = ensure_worker(store_root(), device=specs[0].device, wait_s=10.0)
     except Exception as exc:  # noqa: BLE001 - a callback runs outside the page's guard
@@ -107,6 +113,17 @@ def _specs(backends: list[str], modes: list[str], config) -> list:
 st.title("Run")
 st.caption("Queue sweeps of backends × modes over LGG slices. Results already in the store are reused, so a "
            "repeated or enlarged sweep only computes what is missing. A background worker runs the queue.")
+
+who = principal()
+if who.read_only:
+    st.info("**Demo (read-only).** These results come from a store snapshot: nothing can be computed or queued "
+            "here. Run sweeps where the data and weights are, then carry the results over with "
+            "`python -m segunc snapshot export` and `snapshot import`.", icon=":material/lock:")
+    st.stop()
+if not who.can_run:
+    st.warning("This account may browse results but not queue jobs (role: viewer). Ask the admin for the "
+               "runner role.", icon=":material/block:")
+    st.stop()
 
 with guard("The run form"):
     import torch
