@@ -242,6 +242,21 @@ def test_snapshot_label(tmp_path):
     assert snapshot_label(tmp_path) is None
 
 
+def test_server_defaults_stay_safe():
+    """XSRF protection on, uploads small, and the documented nginx limit matches the app's."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    server = tomllib.loads((root / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["enableXsrfProtection"] is True and server.get("enableStaticServing", False) is False
+    assert 1 <= server["maxUploadSize"] <= 10
+    doc = (root / "docs" / "server.md").read_text()
+    assert re.search(rf"client_max_body_size {server['maxUploadSize']}m;", doc)
+    assert "location /_stcore/stream" in doc and "proxy_set_header Upgrade $http_upgrade;" in doc
+    assert "docs/server.md" in (root / "README.md").read_text()
+    assert ".streamlit/secrets.toml" in (root / ".gitignore").read_text().splitlines()
+
+
 # ===================================================================== read-only store
 def _small_store(root: Path):
     from segunc.store import ResultStore
@@ -503,8 +518,10 @@ def test_unusable_settings_keep_the_app_shut(app_env, monkeypatch, secrets, env)
 
 
 def _fingerprint(root: Path) -> dict:
+    """Every file of the store folder (size, mtime) and the row counts; SQLite's own -wal / -shm files
+    aside (a read-only connection may create them where the folder lets it)."""
     files = {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
-             for p in [root / "store.sqlite", *sorted((root / "maps").rglob("*"))] if p.is_file()}
+             for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(("-wal", "-shm"))}
     return {"files": files, "rows": _counts(root / "store.sqlite")}
 
 
@@ -545,7 +562,7 @@ def test_demo_mode_is_read_only_and_offline(app_env, app_store, tmp_path, monkey
         assert len(banner) == 1 and "results from snapshot" in banner[0] and manifest["created_at"] in banner[0]
         assert {m.label: m.value for m in at.metric}["Results"] == str(manifest["results"])
         assert not registered(at, "upload")
-        for page in ("dataset", "compare", "metrics", "calibration", "run"):
+        for page in ("dataset", "compare", "metrics", "calibration", "review", "run"):
             at.switch_page(f"pages/{page}.py").run()
             assert_clean(at)
             assert any("Demo (read-only)" in i.value for i in at.info), page
