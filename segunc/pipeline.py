@@ -108,9 +108,12 @@ def evaluate_slice(
     config: PipelineConfig,
     on_mode: Callable[[str], None] | None = None,
     box: np.ndarray | None = None,
+    precomputed: dict[str, tuple[torch.Tensor, float]] | None = None,
 ) -> dict[str, ModeResult]:
     """Run ``modes`` on one slice and score them against its mask. ``box`` (xyxy pixels): the
-    prompt of a box-prompted backend instead of the mask's bounding box (an uploaded slice)."""
+    prompt of a box-prompted backend instead of the mask's bounding box (an uploaded slice).
+    ``precomputed``: mode → (logits T×H×W, seconds) already computed for this slice, e.g. the
+    ``normal`` pass of several slices batched together by the sweep."""
     modes = list(modes)
     plan = required_modes(modes, config)
     x = SliceInput.from_slice(slice_, backend, box=box)
@@ -128,12 +131,13 @@ def evaluate_slice(
             mode = make_mode(name, config)
             if not mode.supports(backend):
                 raise ValueError(f"mode '{name}' does not apply to backend '{backend.name}'")
+            given = (precomputed or {}).get(name)
             with torch.inference_mode():
-                logits = mode.sample_logits(backend, x)
+                logits = mode.sample_logits(backend, x) if given is None else given[0]
                 probs = torch.sigmoid(logits / config.temperature).float().cpu().numpy()
             samples[name] = probs
             maps[name] = _maps_from_probs(probs)
-            seconds[name] = time.perf_counter() - t0
+            seconds[name] = time.perf_counter() - t0 + (0.0 if given is None else given[1])
         elif name == "fusion":
             if config.fusion.source == "samples":
                 src = config.fusion.sample_mode

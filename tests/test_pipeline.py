@@ -88,3 +88,27 @@ def test_all_zero_slice_gives_no_nan(unet, val_slices):
                          fusion=FusionConfig(source="samples")))
     for r in res.values():
         assert all(np.isfinite(v) for v in r.metrics.values()), r.metrics
+
+
+def test_sweep_batches_the_normal_pass_of_several_slices(unet, lgg_root):
+    """iter_sweep runs `normal` for a group of slices as one batch: same maps and metrics as one
+    slice at a time (real U-Net, three real val slices from three patients)."""
+    from segunc.runner.sweep import iter_sweep, select_slices
+
+    refs = select_slices(lgg_root, "val", limit=3, spread=True)
+    assert len({r.patient_id for r in refs}) == 3
+    cfg = PipelineConfig(samples=2)
+    calls = []
+    orig = unet.logits
+    unet.logits = lambda images, boxes=None: calls.append(images.shape[0]) or orig(images, boxes)
+    try:
+        grouped = {o.ref.slice_id: o.results for o in iter_sweep(unet, refs, ["normal"], cfg, group=3)}
+        n_grouped = list(calls)
+        calls.clear()
+        single = {o.ref.slice_id: o.results for o in iter_sweep(unet, refs, ["normal"], cfg, group=1)}
+    finally:
+        del unet.logits
+    assert n_grouped == [3] and calls == [1, 1, 1]
+    for sid, res in single.items():
+        np.testing.assert_allclose(grouped[sid]["normal"].maps["mean"], res["normal"].maps["mean"], atol=1e-5)
+        assert grouped[sid]["normal"].metrics["dice"] == pytest.approx(res["normal"].metrics["dice"], abs=1e-4)

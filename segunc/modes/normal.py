@@ -19,3 +19,13 @@ class Normal(Mode):
 
     def sample_logits(self, backend, x: SliceInput) -> torch.Tensor:
         return backend.logits(x.image, x.box)
+
+    def sample_logits_many(self, backend, xs: list[SliceInput]) -> list[torch.Tensor]:
+        """One pass for several slices: their images (and boxes) in batches of ``batch_size``;
+        the same logits as :meth:`sample_logits` slice by slice (the model is deterministic)."""
+        out: list[torch.Tensor] = []
+        for i in range(0, len(xs), self.batch_size):
+            part = xs[i:i + self.batch_size]
+            boxes = None if part[0].box is None else torch.cat([x.box for x in part])
+            out.extend(backend.logits(torch.cat([x.image for x in part]), boxes).split(1))
+        return out

@@ -75,20 +75,57 @@ def build_backend(name: str, weights: Path | str | None = None, device: str = "c
 
 
 def iter_sweep(backend: Backend, refs: Iterable[SliceRef], modes: Sequence[str], config: PipelineConfig,
-               plan: Callable[[SliceRef], Sequence[str]] | None = None) -> Iterator[SliceOutcome]:
+               plan: Callable[[SliceRef], Sequence[str]] | None = None, group: int | None = None) -> Iterator[SliceOutcome]:
     """Evaluate each slice; yield its outcome (results or the error that stopped it).
 
-    ``plan(ref)`` (optional) returns the subset of ``modes`` to compute for that slice."""
-    for ref in refs:
-        todo = list(modes) if plan is None else list(plan(ref))
-        if not todo:
-            yield SliceOutcome(ref, planned=[])
-            continue
-        try:
-            slice_ = load_slice(ref)
-            yield SliceOutcome(ref, evaluate_slice(backend, slice_, todo, config), planned=todo, slice_=slice_)
-        except SliceError as exc:
-            yield SliceOutcome(ref, error=str(exc), error_file=str(exc.path), planned=todo)
-        except Exception as exc:  # a model error on one slice must not abort the sweep
-            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            yield SliceOutcome(ref, error=f"{ref.image_path}: {tb}", error_file=str(ref.image_path), planned=todo)
+    ``plan(ref)`` (optional) returns the subset of ``modes`` to compute for that slice. Slices are
+    read ``group`` at a time (default ``config.batch_size``) so that the single ``normal`` pass of
+    all of them runs as one batch; every stochastic mode already fills a batch with its samples."""
+    group = max(1, group or config.batch_size)
+    it = iter(refs)
+    while True:
+        chunk = [ref for _, ref in zip(range(group), it)]
+        if not chunk:
+            return
+        ready: list[tuple[SliceRef, list[str], Slice]] = []
+        for ref in chunk:
+            todo = list(modes) if plan is None else list(plan(ref))
+            if not todo:
+                yield SliceOutcome(ref, planned=[])
+                continue
+            try:
+                ready.append((ref, todo, load_slice(ref)))
+            except SliceError as exc:
+                yield SliceOutcome(ref, error=str(exc), error_file=str(exc.path), planned=todo)
+        pre = _batched_normal(backend, [s for _, todo, s in ready if "normal" in todo], config)
+        for ref, todo, slice_ in ready:
+            try:
+                given = {"normal": pre[slice_.slice_id]} if slice_.slice_id in pre else None
+                yield SliceOutcome(ref, evaluate_slice(backend, slice_, todo, config, precomputed=given), planned=todo,
+                                   slice_=slice_)
+            except Exception as exc:  # a model error on one slice must not abort the sweep
+                tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                yield SliceOutcome(ref, error=f"{ref.image_path}: {tb}", error_file=str(ref.image_path), planned=todo)
+
+
+def _batched_normal(backend: Backend, slices: list[Slice], config: PipelineConfig) -> dict[str, tuple]:
+    """slice id → (normal logits, seconds per slice) from one batched pass; {} for fewer than two
+    slices or if the batch fails (each slice then runs alone, and reports its own error)."""
+    if len(slices) < 2:
+        return {}
+    import time
+
+    import torch
+
+    from ..modes import SliceInput
+    from ..pipeline import make_mode
+
+    try:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            xs = [SliceInput.from_slice(s, backend) for s in slices]
+            logits = make_mode("normal", config).sample_logits_many(backend, xs)
+        each = (time.perf_counter() - t0) / len(slices)
+    except Exception:  # noqa: BLE001 - fall back to one slice at a time
+        return {}
+    return {s.slice_id: (lg, each) for s, lg in zip(slices, logits)}
