@@ -46,6 +46,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion-threshold", default="fixed", choices=["fixed", "otsu", "percentile", "mean_std"])
     p.add_argument("--fusion-source", default="modes", choices=["modes", "samples"])
     p.add_argument("--crf-iterations", type=int, default=5)
+    p.add_argument("--temperature", default="1", help="logit temperature applied to every sample before averaging and "
+                   "fusion: a number, or 'fit' (fitted by NLL on up to 64 val tumour slices, single pass; no retraining)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -56,8 +58,38 @@ def config_from_args(args: argparse.Namespace):
         samples=args.samples, seed=args.seed, batch_size=args.batch_size, p=args.p, placement=args.placement,
         sigma=args.sigma, jitter_px=args.jitter_px,
         fusion=FusionConfig(source=args.fusion_source, weighting=args.fusion_weighting, threshold=args.fusion_threshold),
-        crf=CRFParams(iterations=args.crf_iterations),
+        crf=CRFParams(iterations=args.crf_iterations), temperature=_temperature(args),
     )
+
+
+def _temperature(args: argparse.Namespace) -> float:
+    value = getattr(args, "temperature", "1")
+    if value == "fit":
+        return 1.0  # until fit_temperature_arg() has replaced it
+    try:
+        t = float(value)
+    except ValueError:
+        raise ValueError(f"--temperature must be a positive number or 'fit', not {value!r}") from None
+    if not t > 0:
+        raise ValueError(f"--temperature must be positive, not {value!r}")
+    return t
+
+
+def fit_temperature_arg(args: argparse.Namespace, data) -> None:
+    """``--temperature fit``: fit T by NLL on val tumour slices (single pass) and put it in ``args``."""
+    if getattr(args, "temperature", "1") != "fit":
+        return
+    from .calibration import fit_temperature_scaler
+    from .data import discover
+    from .runner.sweep import build_backend
+
+    backend = build_backend(args.backend, args.weights, args.device, args.support_data, data, args.seed,
+                            **backend_options(args))
+    scaler = fit_temperature_scaler(backend, discover(data), config_from_args(args), max_slices=64)
+    if args.split == "val":
+        print("note: the temperature is fitted on the val split that is also evaluated (in-sample)", file=sys.stderr)
+    print(f"temperature fitted on val tumour slices by NLL: T = {scaler.temperature_:.4f} ({scaler!r})", file=sys.stderr)
+    args.temperature = repr(float(scaler.temperature_))
 
 
 def backend_options(args: argparse.Namespace) -> dict:
@@ -103,6 +135,7 @@ def _sweep(args: argparse.Namespace):
     from .backends import BACKENDS
 
     BACKENDS.get(args.backend)  # unknown backend: fail before touching the store
+    fit_temperature_arg(args, data)
     spec = spec_from_args(args)
     store = ResultStore(args.cache)
     job_id, counts = run_sweep(store, spec, refs=refs, progress=True)
@@ -163,6 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .store import ResultStore
 
         try:
+            fit_temperature_arg(args, args.data or default_data())
             spec = spec_from_args(args)
             store = ResultStore(args.cache)
             job_id = submit_job(store, spec)

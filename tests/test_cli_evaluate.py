@@ -51,3 +51,20 @@ def test_evaluate_clear_errors(tmp_path, unet_weights):
     assert r.returncode == 2 and "empty" in r.stderr
     r = run_cli("evaluate", "--data", tmp_path / "empty", "--backend", "nope", "--out", tmp_path / "x.csv")
     assert r.returncode == 2
+
+
+def test_temperature_option_scales_logits_and_rejects_nonsense(lgg_root, unet_weights, tmp_path):
+    """--temperature T divides every logit by T before averaging: the mask (Dice) stays, NLL moves;
+    a non-positive or non-numeric value is a clear error (exit 2)."""
+    base = ["evaluate", "--data", lgg_root, "--backend", "unet", "--weights", unet_weights, "--modes", "normal",
+            "--limit", "2", "--cache", tmp_path / "cache"]
+    frames = {}
+    for t in ("1", "2.5"):
+        r = run_cli(*base, "--temperature", t, "--out", tmp_path / f"t{t}.csv")
+        assert r.returncode == 0, r.stderr
+        frames[t] = pd.read_csv(tmp_path / f"t{t}.csv").set_index("slice_id")
+    assert (frames["1"]["dice"] == frames["2.5"]["dice"]).all()
+    assert (frames["1"]["nll"] != frames["2.5"]["nll"]).all()
+    for bad in ("0", "hot"):
+        r = run_cli(*base, "--temperature", bad, "--out", tmp_path / "bad.csv")
+        assert r.returncode == 2 and "--temperature must be" in r.stderr, r.stderr
