@@ -509,6 +509,23 @@ def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> 
     return out
 
 
+def selected_results(prepare=None, modes_default: list[str] | None = None) -> pd.DataFrame:
+    """The result pages' common start: the store's metric rows through the sidebar filters; stops
+    the page with a clear message when the store is empty or nothing matches. ``prepare(df)`` runs
+    on the whole frame before the filters (e.g. to apply a deep link)."""
+    df = metrics_frame()
+    if df.empty:
+        no_results()
+        st.stop()
+    if prepare is not None:
+        prepare(df)
+    sel = result_filters(df, modes_default)
+    if sel.empty:
+        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
+        st.stop()
+    return sel
+
+
 def _default(key: str, value) -> dict:
     """``default=`` only for a widget whose value Session State does not hold yet (avoids Streamlit's warning)."""
     return {} if key in st.session_state else {"default": value}

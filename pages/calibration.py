@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import ensure_app, guard, metrics_frame, no_results, open_clicked, reliability, result_filters
+from pages._common import selected_results, ensure_app, guard, open_clicked, reliability
 from segunc import stats, viz
 from segunc.metrics import ece_from_bins
 
@@ -28,14 +28,7 @@ def _ordered(df: pd.DataFrame) -> pd.DataFrame:
 st.title("Calibration")
 
 with guard("The calibration page"):
-    df = metrics_frame()
-    if df.empty:
-        no_results()
-        st.stop()
-    sel = result_filters(df)
-    if sel.empty:
-        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
-        st.stop()
+    sel = selected_results()
     st.caption("Top-label calibration: each pixel's confidence max(p, 1 − p) against whether its predicted label is "
                "correct, pooled over all pixels of the selected slices (10 equal-width bins; confidence ≥ 0.5). "
                "A well-calibrated model's bars touch the diagonal; the hatched gap is the miscalibration.")

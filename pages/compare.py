@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._common import (PAGE_FILES, ensure_app, guard, load_maps, metrics_frame, no_results, result_filters,
-                           slice_arrays)
+from pages._common import (selected_results, PAGE_FILES, ensure_app, guard, load_maps, metrics_frame, slice_arrays)
 from pages._viewer import CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, display_options, map_scale, result_panel
 from segunc import viz
 from segunc.metrics import METRIC_NAMES
@@ -79,15 +78,7 @@ def _step(order: list[str], delta: int) -> None:
 st.title("Compare a slice")
 
 with guard("The slice comparison"):
-    df = metrics_frame()
-    if df.empty:
-        no_results()
-        st.stop()
-    _apply_link(df)
-    sel = result_filters(df)
-    if sel.empty:
-        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
-        st.stop()
+    sel = selected_results(prepare=_apply_link)
     backends = order_backends(sel["backend"])
     modes = order_modes(sel["mode"])
 
@@ -133,7 +124,7 @@ with guard("The slice comparison"):
     view = display_options("cmp")
     zoom, cmap = view["zoom"], view["cmap"]
 
-    _write_link(df, slice_id, map_name, backends, modes)
+    _write_link(metrics_frame(), slice_id, map_name, backends, modes)
     focus = ss.get("cmp_focus", "")
 
     # ------------------------------------------------------------------ data

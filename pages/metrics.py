@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import ensure_app, guard, metrics_frame, no_results, open_clicked, result_filters
+from pages._common import selected_results, ensure_app, guard, open_clicked
 from segunc import stats, viz
 from segunc.metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
@@ -44,14 +44,7 @@ def _chart(sel: pd.DataFrame, metric: str, kind: str, points: str, height: int, 
 st.title("Metrics")
 
 with guard("The metrics page"):
-    df = metrics_frame()
-    if df.empty:
-        no_results()
-        st.stop()
-    sel = result_filters(df)
-    if sel.empty:
-        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
-        st.stop()
+    sel = selected_results()
     metrics = [m for m in METRIC_NAMES if m in sel.columns]
     n_slices = sel["slice_id"].nunique()
     st.caption(f"{len(sel):,} results · {n_slices:,} slices · {sel['patient_id'].nunique():,} patients · "

@@ -10,8 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import (PAGE_FILES, data_root, ensure_app, explain, guard, metrics_frame, no_results, result_filters,
-                           store, store_root, store_version)
+from pages._common import (selected_results, PAGE_FILES, data_root, ensure_app, explain, guard, metrics_frame, store, store_root, store_version)
 from segunc import stats, viz
 
 ensure_app()
@@ -72,14 +71,7 @@ def _open_row(event, queue: pd.DataFrame, backend: str, mode: str) -> None:
 st.title("Review & errors")
 
 with guard("The review page"):
-    df = metrics_frame()
-    if df.empty:
-        no_results()
-        st.stop()
-    sel = result_filters(df)
-    if sel.empty:
-        st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
-        st.stop()
+    sel = selected_results()
     # the same runs, backends and modes on every split: the review threshold is picked on val
     base = metrics_frame(tuple(ss.get("f_runs") or ()))
     base = _newest(base[base["backend"].isin(sel["backend"].unique()) & base["mode"].isin(sel["mode"].unique())])

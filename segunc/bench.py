@@ -33,7 +33,7 @@ from .cli import default_data
 from .config import PipelineConfig
 from .data.lgg import load_slice
 from .metrics import dice, ece
-from .modes import SliceInput, get_mode, slice_generator
+from .modes import SliceInput, slice_generator
 from .modes.box_jitter import jitter_boxes
 from .modes.mc_dropout import dropout_sites
 from .modes.tta import forward_boxes, forward_images, invert_logits

@@ -18,7 +18,7 @@ from . import PIPELINE_VERSION
 from .backends.base import Backend
 from .config import PipelineConfig
 from .data.lgg import Slice
-from .fusion import binarize, fuse, normalized_weights
+from .fusion import fuse, normalized_weights
 from .metrics import compute_metrics
 from .modes import MODES, SliceInput, get_mode
 from .refine.crf import dense_crf

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from segunc.analysis import (ErrorHistogram, apply_threshold, aurc, auprc_from_histograms, auroc_from_histograms,
+from segunc.analysis import (ErrorHistogram, aurc, auprc_from_histograms, auroc_from_histograms,
                              cost_quality, decomposition_summary, error_histograms, hist_edges, near_mask, overlap_dice,
                              patient_halves, pick_threshold, pixel_auprc, pixel_auroc, rank_slices, review_queue,
                              risk_coverage, slice_decomposition, spearman_table, tumour_free_summary)

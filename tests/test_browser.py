@@ -23,7 +23,7 @@ import pytest
 from tests.conftest_app import ROOT, app_store  # noqa: F401
 
 PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
-         "calibration": "calibration", "review": "review"}
+         "calibration": "calibration", "review": "review", "upload": "upload"}
 VIEWPORT = {"width": 1600, "height": 1000}
 
 

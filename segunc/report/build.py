@@ -194,7 +194,7 @@ def _tests_section(doc: Document, b: str, d: pd.DataFrame, opts: ReportOptions) 
                  "significant", "better", "note"]]
     doc.add(Table(fmt_table(show, {"pvalue": fmt_p, "p_holm": fmt_p},
                             rename={"mode_a": "mode A", "mode_b": "mode B", "median_a": "median A", "median_b": "median B",
-                                    "rank_biserial": "r", "pvalue": "p", "p_holm": "p (Holm)", "significant": f"< α"}),
+                                    "rank_biserial": "r", "pvalue": "p", "p_holm": "p (Holm)", "significant": "< α"}),
                   "Pairwise Wilcoxon tests, every metric (r: matched-pairs rank-biserial, +1 = A above B on every slice)",
                   collapsed=True))
 
