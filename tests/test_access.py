@@ -538,7 +538,7 @@ def test_demo_mode_is_read_only_and_offline(app_env, app_store, tmp_path, monkey
         (demo / f"store.sqlite{suffix}").unlink(missing_ok=True)
     monkeypatch.setenv("SEGUNC_CACHE", str(demo))
     monkeypatch.setenv("SEGUNC_MODE", "demo")
-    monkeypatch.delenv("SEGUNC_OFFLINE", raising=False)  # the app sets it; restored after the test
+    monkeypatch.setenv("SEGUNC_OFFLINE", "0")  # the app sets it to 1; setenv (not delenv) makes teardown undo that
     before = _fingerprint(demo)
     assert before["rows"]["results"] == manifest["results"] == 2 * N_SLICES * 6
 
