@@ -10,10 +10,11 @@ code is 0. Every metric in every CSV is finite.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -32,12 +33,18 @@ GOOD, BAD = VAL_TUMOUR  # the case spoils BAD (and keeps GOOD) unless it breaks 
 
 @dataclass
 class Ctx:
-    """What a case may change: the data folder, the weights file; ``bad`` = the file to name."""
+    """What a case may change: the data folder, the weights file, the CLI's environment; ``bad`` =
+    the file (or folder) to name."""
 
     data: Path
     weights: Path
     tmp: Path
     bad: Path | None = None
+    env: dict = field(default_factory=dict)
+
+    @property
+    def cache(self) -> Path:
+        return self.tmp / "cache"
 
     def image(self, slice_id: str) -> Path:
         return self.data / PATIENT / f"{slice_id}.tif"
@@ -130,6 +137,17 @@ def truncated_weights(c: Ctx):
     c.bad.write_bytes(c.weights.read_bytes()[: 1 << 20])
 
 
+def cache_disk_full(c: Ctx):
+    """The store's disk fills up after the first slice's map file (ENOSPC injected where the store writes)."""
+    import os
+
+    hook = c.tmp / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(DISK_FULL)
+    c.env = {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "SEGUNC_TEST_WRITE_BUDGET": "1"}
+    c.bad = c.cache
+
+
 def _use_as_weights(spoil):
     def make(c: Ctx):
         spoil(c)
@@ -148,6 +166,8 @@ CASES = [
     Case("grayscale-image", grayscale_image, 0, "single-channel", (GOOD,)),
     Case("16-bit-image", image_16bit, 0, "dtype uint16", (GOOD,)),
     Case("all-zero-slice", all_zero_slice, 0, "", (GOOD, BAD)),  # no error at all, finite metrics
+    # the store's disk fills during the sweep: exit 3, the store named, the slice stored before kept in the CSV
+    Case("cache-disk-full", cache_disk_full, 3, "disk full", (GOOD,)),
     # nothing usable: exit 2, one error naming the folder / file, no CSV
     Case("empty-folder", empty_folder, 2, "empty"),
     Case("not-lgg-folder", not_lgg_folder, 2, "not an LGG"),
@@ -188,8 +208,9 @@ def test_bad_input(case: Case, template, unet_weights, tmp_path):
     cmd = [sys.executable, "-m", "segunc", "evaluate", "--data", str(ctx.data), "--backend", "unet",
            "--weights", str(ctx.weights), "--modes", "normal", "--split", "all", "--all-slices", "--out", str(out)]
     if HAS_CACHE:
-        cmd += ["--cache", str(tmp_path / "cache")]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        cmd += ["--cache", str(ctx.cache)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                       env={**os.environ, **ctx.env})
     said = r.stdout + r.stderr
     assert r.returncode == case.rc, said
     assert "Traceback" not in said, said
@@ -212,9 +233,10 @@ def test_bad_input(case: Case, template, unet_weights, tmp_path):
 
 
 # ------------------------------------------------------------------ the store's disk, two sweeps at once
-# These two need more than one bad file, so they sit beside the table: a full disk is injected into
-# the real CLI process (a ``sitecustomize`` makes the store's map-file writes fail with ENOSPC after
-# a budget, exactly where a full disk fails them); two real CLI processes share one store.
+# A full disk is injected into the real CLI process: a ``sitecustomize`` makes the store's map-file
+# writes fail with ENOSPC after a budget, exactly where a full disk fails them. The table case checks
+# the error and the CSV; the test below also checks the leftovers and the resume. Two sweeps at once
+# need two processes, so they sit beside the table too.
 DISK_FULL = '''
 import builtins, errno, os
 import segunc.store.store as _store
@@ -240,15 +262,11 @@ _store.open = _open_on_full_disk
 
 
 def test_cache_disk_full_keeps_what_was_stored_and_resumes(template, unet_weights, tmp_path):
-    import os
-
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(DISK_FULL)
-    cache, out = tmp_path / "cache", tmp_path / "metrics.csv"
+    ctx = Ctx(data=template, weights=unet_weights, tmp=tmp_path)
+    cache_disk_full(ctx)
+    cache, out, env = ctx.cache, tmp_path / "metrics.csv", ctx.env
     sweep = ["--data", str(template), "--backend", "unet", "--weights", str(unet_weights), "--modes", "normal",
              "--split", "all", "--cache", str(cache)]
-    env = {"PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "SEGUNC_TEST_WRITE_BUDGET": "1"}
     r = run_cli("evaluate", *sweep, "--out", str(out), env=env)
     said = r.stdout + r.stderr
     assert r.returncode == 3, said
