@@ -34,7 +34,7 @@ digraph G {{
 def _may_download() -> str | None:
     """Why this session may not download (demo mode, a viewer), None if it may."""
     try:
-        from pages._common import principal
+        from pages._access import principal
     except ImportError:  # an app without server / demo modes
         return None
     who = principal()
@@ -275,7 +275,7 @@ with guard("The pipeline overview"):
     st.markdown("**Paper defaults** (§3.2–3.4; change them per sweep on the Run page)")
     st.dataframe(pd.DataFrame({"setting": list(defaults), "value": [str(v) for v in defaults.values()]}),
                  hide_index=True, width="stretch", column_config={"value": st.column_config.TextColumn(width="large")})
-    from pages._common import hidden_pages
+    from pages._access import hidden_pages
 
     hide = hidden_pages()  # a viewer has no Run page to link to
     cols = st.columns(5)

@@ -6,8 +6,8 @@ import time
 import pandas as pd
 import streamlit as st
 
-from pages._common import (data_root, ensure_app, explain, fmt_seconds, guard, principal, store, store_root,
-                           user_path)
+from pages._access import principal
+from pages._common import data_root, ensure_app, explain, fmt_seconds, guard, store, store_root, user_path
 
 ensure_app()
 

@@ -39,7 +39,7 @@ def _backend(name: str, weights: str | None, device: str, data: str | None):
 def _refusal() -> str | None:
     """Why this session may not upload (a viewer in server mode; demo mode), None if it may."""
     try:
-        from pages._common import principal
+        from pages._access import principal
     except ImportError:  # an app without server / demo modes
         return None
     who = principal()

@@ -422,7 +422,7 @@ def test_repeated_failures_lock_the_name(app_env):
 
 
 def test_viewer_browses_but_gets_no_run_page(app_env, app_store, monkeypatch):
-    import pages._common as common
+    import pages._access as access_gate
     import segunc.runner.jobs as jobs
     from segunc.store import ResultStore
 
@@ -436,7 +436,7 @@ def test_viewer_browses_but_gets_no_run_page(app_env, app_store, monkeypatch):
 
     # defence in depth: even with the Run page registered (a bug elsewhere), it refuses a viewer
     before = jobs.list_jobs(ResultStore(app_store))
-    monkeypatch.setattr(common, "hidden_pages", lambda who=None: set())
+    monkeypatch.setattr(access_gate, "hidden_pages", lambda who=None: set())
     at = sign_in("ann")
     at.switch_page("pages/run.py").run()
     assert not at.exception
