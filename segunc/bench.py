@@ -34,6 +34,7 @@ from .config import PipelineConfig
 from .data.lgg import load_slice
 from .metrics import dice, ece
 from .modes import SliceInput, slice_generator
+from .modes.base import step
 from .modes.box_jitter import jitter_boxes
 from .modes.mc_dropout import dropout_sites
 from .modes.tta import forward_boxes, forward_images, invert_logits
@@ -96,7 +97,9 @@ def segunc_probs(backend, mode_name: str, x: SliceInput, cfg: PipelineConfig) ->
 
 
 def raw_pass(backend, x: SliceInput, n: int, batch_size: int) -> None:
-    """Plain batched forward passes of ``n`` copies of the slice (no stochastic machinery)."""
+    """Plain batched forward passes of ``n`` copies of the slice (no stochastic machinery), at the
+    batch the modes use (``batch_size`` capped by the backend's fastest batch on this device)."""
+    batch_size = step(batch_size, backend)
     for start in range(0, n, batch_size):
         k = min(batch_size, n - start)
         box = None if x.box is None else x.box.expand(k, -1)

@@ -63,7 +63,8 @@ def test_mc_dropout_samples_vary_and_are_seeded(unet, x_unet):
     assert torch.allclose(zero[0], normal[0], atol=1e-4)
 
 
-def test_mc_dropout_independent_of_batch_size(unet, x_unet):
+def test_mc_dropout_independent_of_batch_size(unet, x_unet, monkeypatch):
+    monkeypatch.setitem(unet.options, "max_batch", 64)  # really batch 4 (the CPU default is one image per pass)
     with torch.inference_mode():
         big = get_mode("mc_dropout", samples=4, seed=3, p=0.05, batch_size=4).sample_logits(unet, x_unet)
         small = get_mode("mc_dropout", samples=4, seed=3, p=0.05, batch_size=1).sample_logits(unet, x_unet)
@@ -118,7 +119,8 @@ def test_noisy_seeded_and_sigma_zero_is_normal(unet, x_unet):
     assert torch.allclose(z[1], n[0], atol=1e-4)
 
 
-def test_batch_size_does_not_change_deterministic_modes(unet, x_unet):
+def test_batch_size_does_not_change_deterministic_modes(unet, x_unet, monkeypatch):
+    monkeypatch.setitem(unet.options, "max_batch", 64)
     with torch.inference_mode():
         big = get_mode("tta", batch_size=30).sample_logits(unet, x_unet)
         small = get_mode("tta", batch_size=4).sample_logits(unet, x_unet)

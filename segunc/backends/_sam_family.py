@@ -108,6 +108,9 @@ class SamFamilyBackend(Backend):
         loaded 2-core CPU), 16 on GPU."""
         return int(self.options.get("encoder_batch", 16 if self.device.type == "cuda" else 1))
 
+    def max_batch(self) -> int | None:
+        return self.encoder_batch()  # a full pass runs the encoder: its batch is the one that matters
+
     def logits(self, images, boxes=None):
         if boxes is None:  # no prompt: skip the encoder entirely
             return torch.full((images.shape[0], *images.shape[-2:]), NO_PROMPT_LOGIT, device=self.device)

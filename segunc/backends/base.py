@@ -95,6 +95,11 @@ class Backend(ABC):
     #: how to get the weights, shown when they are missing
     weights_hint: ClassVar[str] = ""
 
+    def max_batch(self) -> int | None:
+        """Most images per full forward pass that still runs fastest on this device (None: no cap).
+        Modes chunk their samples by it, so per-sample dropout generators stay aligned with the batch."""
+        return None
+
     def __init__(self, weights: Path | str | None = None, device: str | torch.device = "cpu", **options: Any):
         self.device = torch.device(device)
         self.options = dict(options)

@@ -48,6 +48,12 @@ def slice_generator(seed: int, slice_id: str, mode: str, device: torch.device | 
     return g
 
 
+def step(batch_size: int, backend) -> int:
+    """Samples per full forward pass: the configured batch, capped by ``backend.max_batch()``."""
+    cap = backend.max_batch()
+    return max(1, min(batch_size, cap) if cap else batch_size)
+
+
 def chunks(n: int, size: int) -> Iterator[slice]:
     """Index slices ``[0:size], [size:2size], ...`` covering ``range(n)``."""
     for start in range(0, n, max(1, size)):

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import MODES
-from .base import Mode, SliceInput, chunks, slice_generator
+from .base import Mode, SliceInput, chunks, slice_generator, step
 
 SITE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d,
@@ -133,7 +133,7 @@ class MCDropout(Mode):
                     rng.select(c)
                     out.append(backend.decode(emb, x.box.expand(c.stop - c.start, -1), x.hw))
             else:
-                for c in chunks(self.samples, self.batch_size):
+                for c in chunks(self.samples, step(self.batch_size, backend)):
                     rng.select(c)
                     n = c.stop - c.start
                     box = None if x.box is None else x.box.expand(n, -1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from . import MODES
-from .base import Mode, SliceInput, chunks
+from .base import Mode, SliceInput, chunks, step
 
 
 @MODES.register("noisy")
@@ -23,7 +23,7 @@ class Noisy(Mode):
         g = self.generator(backend, x)
         scale = float(x.image.max() - x.image.min()) * self.extra["sigma"]
         out = []
-        for c in chunks(self.samples, self.batch_size):
+        for c in chunks(self.samples, step(self.batch_size, backend)):
             n = c.stop - c.start
             noise = torch.randn((n, *x.image.shape[1:]), generator=g, device=x.image.device) * scale
             box = None if x.box is None else x.box.expand(n, -1)

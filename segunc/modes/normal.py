@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import MODES
-from .base import Mode, SliceInput
+from .base import Mode, SliceInput, step
 
 
 @MODES.register("normal")
@@ -24,8 +24,9 @@ class Normal(Mode):
         """One pass for several slices: their images (and boxes) in batches of ``batch_size``;
         the same logits as :meth:`sample_logits` slice by slice (the model is deterministic)."""
         out: list[torch.Tensor] = []
-        for i in range(0, len(xs), self.batch_size):
-            part = xs[i:i + self.batch_size]
+        n = step(self.batch_size, backend)
+        for i in range(0, len(xs), n):
+            part = xs[i:i + n]
             boxes = None if part[0].box is None else torch.cat([x.box for x in part])
             out.extend(backend.logits(torch.cat([x.image for x in part]), boxes).split(1))
         return out

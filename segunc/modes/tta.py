@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import MODES
-from .base import Mode, SliceInput, chunks
+from .base import Mode, SliceInput, chunks, step
 
 DEFAULT_FLIPS = (False, True)
 DEFAULT_SCALES = (0.5, 1.0, 2.0)
@@ -102,7 +102,7 @@ class TTA(Mode):
         out: list[torch.Tensor | None] = [None] * len(self.transforms)
         for scale in dict.fromkeys(t.scale for t in self.transforms):
             idx = [i for i, t in enumerate(self.transforms) if t.scale == scale]
-            for c in chunks(len(idx), self.batch_size):
+            for c in chunks(len(idx), step(self.batch_size, backend)):
                 ts = [self.transforms[i] for i in idx[c]]
                 imgs = forward_images(x.image, ts)
                 boxes = None if x.box is None else forward_boxes(x.box, ts, x.hw)
