@@ -44,7 +44,7 @@ def _command(args: argparse.Namespace, root: Path) -> str:
              f"--cache {shlex.quote(str(root))}"]
     for flag, value, default in (("--backend", args.backend, None), ("--run", args.run, None),
                                  ("--val-split", args.val_split, "val"), ("--data", args.data, None),
-                                 ("--score", args.score, "mean_entropy"), ("--bad-dice", args.bad_dice, 0.7),
+                                 ("--score", args.score, "entropy_near"), ("--bad-dice", args.bad_dice, 0.7),
                                  ("--target-recall", args.target_recall, 0.8), ("--resamples", args.resamples, 2000)):
         if value is not None and value != default:
             parts.append(f"{flag} {shlex.quote(str(value))}")
@@ -85,9 +85,10 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
                    help="split the review-queue threshold is picked on")
     p.add_argument("--data", type=Path, default=None,
                    help="LGG kaggle_3m folder with the ground-truth masks (default: $SEGUNC_DATA or data/lgg/kaggle_3m)")
-    p.add_argument("--score", default="mean_entropy",
+    p.add_argument("--score", default="entropy_near",
                    help="slice score of the review queue and risk–coverage: mean_entropy, mean_variance, mean_mi, "
-                        "entropy_near, mutual_information_near, entropy_in, … (default: mean_entropy)")
+                        "entropy_near, mutual_information_near, entropy_in, … (default: entropy_near, the entropy inside the "
+                        "predicted mask and 5 px around it; mean_entropy when the masks are not available)")
     p.add_argument("--bad-dice", type=float, default=0.7, help="a slice needs review when its Dice is below this")
     p.add_argument("--target-recall", type=float, default=0.8, help="share of bad slices the queue must catch on val")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the CIs")
