@@ -82,13 +82,11 @@ def backend_readiness() -> dict[str, str | None]:
     from pages._common import data_root, slice_index
     from segunc.backends import BACKENDS
 
+    from segunc.backends import found_weights
+
     out: dict[str, str | None] = {}
-    for name in BACKENDS.names():
+    for name, found in found_weights().items():
         cls = BACKENDS.get(name)
-        try:
-            found = cls.find_weights()
-        except Exception:  # noqa: BLE001 - a broken lookup is "missing" here
-            found = None
         why = None if found is not None else (cls.weights_hint or "weights missing")
         if why is None and cls.needs_support:
             try:

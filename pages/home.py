@@ -214,13 +214,11 @@ with guard("The model summary"):
     from segunc.backends.base import default_weights_dir
 
     st.subheader("Models", divider="gray")
+    from segunc.backends import found_weights
+
     rows = []
-    for name in BACKENDS.names():
+    for name, found in found_weights().items():
         cls = BACKENDS.get(name)
-        try:
-            found = cls.find_weights()
-        except Exception:  # noqa: BLE001 - a broken lookup is "missing" here
-            found = None
         needs = ", ".join(n for n, f in (("box prompt", cls.needs_box), ("support set", cls.needs_support)) if f) or "–"
         rows.append({"backend": name, "ready": found is not None, "weights": str(found) if found else "missing",
                      "needs": needs, "hint": cls.weights_hint})

@@ -35,20 +35,10 @@ def _estimate(spec_dict: dict, root: str) -> dict:
 
 
 def _ready_backends() -> tuple[list[str], dict[str, str]]:
-    from segunc.backends import BACKENDS
+    from pages._viewer import backend_readiness
 
-    ready, why = [], {}
-    for name in BACKENDS.names():
-        cls = BACKENDS.get(name)
-        try:
-            found = cls.find_weights()
-        except Exception:  # noqa: BLE001
-            found = None
-        if found is None:
-            why[name] = cls.weights_hint or "weights missing"
-        else:
-            ready.append(name)
-    return ready, why
+    status = backend_readiness()
+    return [n for n, why in status.items() if why is None], {n: why for n, why in status.items() if why is not None}
 
 
 def _config():
@@ -139,7 +129,7 @@ with guard("The run form"):
     modes = c2.multiselect("Modes", all_mode_names(), default=list(DEFAULT_MODES), key="run_modes",
                            help="fusion needs its source modes and crf needs fusion; both are computed as needed")
     if why:
-        st.caption(f"Not ready (weights missing): {', '.join(why)} — see the Set-up page for how to get them.")
+        st.caption(f"Not ready (weights or data missing): {', '.join(why)} — see the Set-up page for how to get them.")
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox("Split", ["val", "test", "train", "all"], key="run_split")
     c2.number_input("First N slices (0 = all)", 0, 100000, 0, 1, key="run_limit")

@@ -15,4 +15,16 @@ def get_backend(name: str, **kwargs) -> Backend:
     return BACKENDS.get(name)(**kwargs)
 
 
-__all__ = ["BACKENDS", "Backend", "WeightsError", "box_from_mask", "file_sha256", "get_backend"]
+def found_weights(weights_dir=None) -> dict:
+    """Per registered backend (display order): the weights file it would load, or None when missing
+    (a lookup that fails counts as missing)."""
+    out = {}
+    for name in BACKENDS.names():
+        try:
+            out[name] = BACKENDS.get(name).find_weights(weights_dir)
+        except Exception:  # noqa: BLE001 - e.g. an unreadable weights folder
+            out[name] = None
+    return out
+
+
+__all__ = ["BACKENDS", "Backend", "WeightsError", "box_from_mask", "file_sha256", "found_weights", "get_backend"]
