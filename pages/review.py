@@ -42,11 +42,7 @@ def _default_score(scores: list[str]) -> int:
 
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
-    if df.empty:
-        return df
-    rank = {"backend": {b: i for i, b in enumerate(stats.order_backends(df["backend"]))},
-            "mode": {m: i for i, m in enumerate(stats.order_modes(df["mode"]))}}
-    return df.sort_values(["backend", "mode"], key=lambda s: s.map(rank[s.name]), kind="stable").reset_index(drop=True)
+    return stats.sort_by_backend_mode(df)
 
 
 def _labels(df: pd.DataFrame) -> pd.DataFrame:

@@ -51,6 +51,15 @@ def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(names), key=lambda m: (rank.get(m, len(rank)), m))
 
 
+def sort_by_backend_mode(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows in display order: backends as :func:`order_backends`, modes as :func:`order_modes` (stable)."""
+    if df.empty:
+        return df
+    rank = {"backend": {b: i for i, b in enumerate(order_backends(df["backend"]))},
+            "mode": {m: i for i, m in enumerate(order_modes(df["mode"]))}}
+    return df.sort_values(["backend", "mode"], key=lambda s: s.map(rank[s.name]), kind="stable").reset_index(drop=True)
+
+
 def order_modes(modes: Iterable[str]) -> list[str]:
     """Unique modes in the paper's order, unknown ones after, alphabetically."""
     return _ordered(modes, MODE_ORDER)

@@ -115,14 +115,15 @@ def init_schema(con: sqlite3.Connection) -> None:
 
 
 class ThreadConnections:
-    """One connection per thread (Streamlit serves sessions from several threads)."""
+    """One connection per thread (Streamlit serves sessions from several threads), made by ``opener``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, opener=None):
         self.path = path
+        self._opener = opener or connect
         self._local = threading.local()
 
     def get(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
-            con = self._local.con = connect(self.path)
+            con = self._local.con = self._opener(self.path)
         return con

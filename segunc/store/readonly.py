@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from pathlib import Path
 from urllib.parse import quote
 
+from .db import ThreadConnections
 from .store import ResultStore, default_cache_dir
 
 __all__ = ["ReadOnlyStore", "ReadOnlyStoreError", "connect_readonly"]
@@ -55,20 +55,6 @@ def connect_readonly(path: Path | str, timeout: float = 60.0) -> sqlite3.Connect
     raise sqlite3.OperationalError(f"{path}: cannot open read-only ({last})")
 
 
-class _ReadOnlyConnections:
-    """One read-only connection per thread."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._local = threading.local()
-
-    def get(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = connect_readonly(self.path)
-        return con
-
-
 class ReadOnlyStore(ResultStore):
     """:class:`ResultStore` for reading only: every read method works; writes raise
     :class:`ReadOnlyStoreError`; a corrupt result is reported missing (``KeyError``) but not dropped."""
@@ -82,7 +68,7 @@ class ReadOnlyStore(ResultStore):
         if not self.db_path.is_file():
             raise FileNotFoundError(f"{self.root}: no results store here (no store.sqlite); import a snapshot with "
                                     f"`python -m segunc snapshot import FILE --cache {self.root}`")
-        self._cons = _ReadOnlyConnections(self.db_path)
+        self._cons = ThreadConnections(self.db_path, connect_readonly)
         self.con  # noqa: B018 - open now, so an unreadable store fails here and not on a page
 
     def __repr__(self) -> str:
