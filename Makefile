@@ -1,10 +1,11 @@
-# Two entry points: `make app` (install + start the app) and `make test` (install + run all tests).
+# Entry points: `make app` (install + start the app), `make test` (install + run all tests) and
+# `make test-fast` (unit tests only: the inner loop).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: app test install clean
+.PHONY: app test test-fast bench-browser install clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,12 @@ app: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m unit tests
+
+bench-browser: $(STAMP)
+	$(PY) benchmarks/browser_perf.py
 
 clean:
 	rm -rf $(VENV)

@@ -14,6 +14,17 @@ SHARED = Path(os.environ.get("SEGUNC_SHARED", ROOT.parent / "shared"))
 VAL_TUMOUR = ["TCGA_CS_4941_19960909_12", "TCGA_CS_4941_19960909_14"]
 
 
+LAYERS = ("unit", "integration", "app")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test belongs to exactly one layer (module-level ``pytestmark``), so ``-m unit`` is the whole inner loop."""
+    bad = [item.nodeid for item in items if sum(item.get_closest_marker(m) is not None for m in LAYERS) != 1]
+    if bad:
+        raise pytest.UsageError(f"tests need exactly one of the markers {LAYERS} (set pytestmark in the module): "
+                                + ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"required shared test data missing: {path} (set SEGUNC_SHARED or place ../shared beside the repo)")
@@ -33,6 +44,14 @@ def lgg_root(shared) -> Path:
 @pytest.fixture(scope="session")
 def unet_weights(shared) -> Path:
     return _need(shared / "weights" / "unet_lgg_f32.pt")
+
+
+@pytest.fixture(scope="module")
+def unet(unet_weights):
+    """The real U-Net backend on the shared weights (one per test module, so no module sees another's changes)."""
+    from segunc.backends import BACKENDS
+
+    return BACKENDS.get("unet")(weights=unet_weights)
 
 
 @pytest.fixture(scope="session")

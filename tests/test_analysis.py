@@ -15,6 +15,8 @@ from segunc.config import PipelineConfig
 from segunc.metrics import METRIC_NAMES
 from segunc.pipeline import evaluate_slice
 
+pytestmark = pytest.mark.integration
+
 MODES = ["normal", "mc_dropout", "noisy"]
 #: the columns of ResultStore.metrics_frame() that frame_from_results reproduces
 STORE_COLUMNS = ["patient_id", "slice_id", "split", "backend", "mode", *METRIC_NAMES, "seconds", "threshold",

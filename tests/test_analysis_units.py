@@ -12,6 +12,8 @@ from segunc.analysis import (ErrorHistogram, aurc, auprc_from_histograms, auroc_
                              patient_halves, pick_threshold, pixel_auprc, pixel_auroc, rank_slices, review_queue,
                              risk_coverage, slice_decomposition, spearman_table, tumour_free_summary)
 
+pytestmark = pytest.mark.unit
+
 # u = (0.1, 0.4, 0.35, 0.8), errors at the 3rd and 4th pixel.
 U = np.array([0.1, 0.4, 0.35, 0.8])
 E = np.array([False, False, True, True])

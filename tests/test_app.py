@@ -10,6 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest_app import APP, MODES, N_SLICES, SAMPLES, app_env, app_store  # noqa: F401
 
+pytestmark = pytest.mark.app
+
 PAGES = ["home", "dataset", "run", "compare", "metrics", "calibration"]
 TIMEOUT = 300
 

@@ -15,6 +15,8 @@ from segunc.backends import BACKENDS, WeightsError, box_from_mask
 from segunc.backends._sam_family import NO_PROMPT_LOGIT
 from segunc.backends.medsam import MedSAMBackend
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="session")
 def medsam_weights(tmp_path_factory):

@@ -9,10 +9,7 @@ from segunc.backends import BACKENDS, WeightsError
 from segunc.backends.unet import UNet, standardize
 from segunc.data import load_slice, select, tumour_only
 
-
-@pytest.fixture(scope="module")
-def unet(unet_weights):
-    return BACKENDS.get("unet")(weights=unet_weights)
+pytestmark = pytest.mark.integration
 
 
 def test_checkpoint_layout_and_hash(unet, unet_weights):

@@ -16,6 +16,8 @@ from segunc.backends.universeg import (UniverSegBackend, draw_support, prepare_i
 from segunc.backends.universeg_net import UniverSeg, universeg_v1
 from segunc.data import load_slice, select
 
+pytestmark = pytest.mark.integration
+
 #: parameter count of the official v1 model (encoder_blocks=[64]*4), from universeg/model.py:
 #: enc0 3->64 cross + 2 x 64->64 convs, enc1..3 128->64 cross + 2 convs, dec0..2 256->64 cross
 #: + 2 convs, out_conv 64->1 (1x1); paper: "1.18M".

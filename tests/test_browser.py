@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest_app import ROOT, app_store  # noqa: F401
 
+pytestmark = [pytest.mark.app, pytest.mark.slow]
+
 PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
          "calibration": "calibration", "review": "review", "upload": "upload"}
 VIEWPORT = {"width": 1600, "height": 1000}

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from segunc.backends import BACKENDS
 from segunc.calibration import (PixelSample, TemperatureScaler, calibration_slices, fit_temperature,
                                 summarize_temperature_report, temperature_nll, temperature_report)
 from segunc.config import PipelineConfig
 from segunc.metrics import nll
 from segunc.modes import SliceInput
+
+pytestmark = pytest.mark.integration
 
 
 def _synthetic(scale: float, n: int = 20000, seed: int = 0):
@@ -77,11 +78,6 @@ def test_pixel_sample_is_stratified_and_unbiased():
     np.testing.assert_array_equal(again[0], zz)
     full = PixelSample(per_stratum=10 ** 6).add(z, t).arrays()
     assert full[1].size == t.size and np.all(full[2] == 1)
-
-
-@pytest.fixture(scope="module")
-def unet(unet_weights):
-    return BACKENDS.get("unet")(weights=unet_weights)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,14 @@ from __future__ import annotations
 import shutil
 
 import pandas as pd
+import pytest
 
 from segunc.data import select, tumour_only
 from segunc.metrics import METRIC_NAMES
 
 from .conftest import run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_evaluate_writes_rows_and_summary(lgg_root, unet_weights, tmp_path):

@@ -4,6 +4,8 @@ from scipy.ndimage import gaussian_filter
 
 from segunc.refine import CRFParams, dense_crf
 
+pytestmark = pytest.mark.unit
+
 
 def _dice(a, b):
     return 2 * (a & b).sum() / (a.sum() + b.sum())

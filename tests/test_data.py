@@ -10,6 +10,8 @@ import tifffile
 
 from segunc.data import (DataError, SliceError, discover, load_slice, patient_id, select, split_of, tumour_only)
 
+pytestmark = pytest.mark.unit
+
 
 def test_split_rule_matches_shared_readme(lgg_refs):
     val = select(lgg_refs, "val")

@@ -18,6 +18,8 @@ import pytest
 from segunc import fetch as F
 from segunc.cli import main
 
+pytestmark = pytest.mark.unit
+
 TIMEOUT = (5, 10)
 
 

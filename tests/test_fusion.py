@@ -7,6 +7,8 @@ from segunc.fusion import (DEFAULT_LAMBDA, THRESHOLDS, WEIGHTINGS, binarize, fus
                            threshold_value)
 from segunc.uncertainty import binary_entropy
 
+pytestmark = pytest.mark.unit
+
 SCHEMES = list(WEIGHTINGS)
 
 

@@ -24,6 +24,8 @@ from segunc.store import maps as mapfile
 
 from .conftest import ROOT
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 CHEAP = "normal,mc_dropout"
 
 

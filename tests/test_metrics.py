@@ -7,6 +7,8 @@ from segunc import metrics as M
 from segunc.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, compute_metrics, ece, ece_from_bins,
                             reliability_bins)
 
+pytestmark = pytest.mark.unit
+
 # A 2x2 slice used throughout:
 #   prob = [[0.9, 0.6],    target = [[1, 0],    pred (p >= 0.5) = [[1, 1],
 #           [0.4, 0.1]]              [1, 0]]                       [0, 0]]

@@ -11,10 +11,7 @@ from segunc.modes.box_jitter import jitter_boxes
 from segunc.modes.mc_dropout import dropout_sites, inject_dropout
 from segunc.modes.tta import forward_boxes, forward_images, invert_logits, transforms
 
-
-@pytest.fixture(scope="module")
-def unet(unet_weights):
-    return BACKENDS.get("unet")(weights=unet_weights)
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segunc.backends import BACKENDS
 from segunc.config import FusionConfig, PipelineConfig
 from segunc.fusion import normalized_weights
 from segunc.metrics import METRIC_NAMES
 from segunc.pipeline import MAP_NAMES, evaluate_slice, required_modes
 
+pytestmark = pytest.mark.integration
+
 ALL = ["normal", "mc_dropout", "tta", "noisy", "fusion", "crf"]
-
-
-@pytest.fixture(scope="module")
-def unet(unet_weights):
-    return BACKENDS.get("unet")(weights=unet_weights)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from segunc.stats import METRIC_LABELS
 from tests.conftest_app import MODES, N_SLICES, app_env, app_store  # noqa: F401
 from tests.test_app import assert_clean, open_page, store_frame
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 
 def _report(out, cache, *extra) -> int:
     return main(["report", "--split", "val", "--out", str(out), "--cache", str(cache), "--quiet", *extra])

@@ -27,6 +27,8 @@ from segunc.metrics import METRIC_NAMES
 
 from .conftest import ROOT, VAL_TUMOUR, run_cli
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 PATIENT = VAL_TUMOUR[0].rsplit("_", 1)[0]  # TCGA_CS_4941_19960909
 GOOD, BAD = VAL_TUMOUR  # the case spoils BAD (and keeps GOOD) unless it breaks the whole input
 

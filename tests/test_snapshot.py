@@ -21,6 +21,8 @@ from segunc.snapshot import SnapshotError, export_snapshot, import_snapshot, rea
 from segunc.store import ResultStore, image_relpath, result_key, settings_id
 from segunc.store.locks import FileLock
 
+pytestmark = pytest.mark.integration
+
 MODES = ["normal", "mc_dropout"]
 CFG = PipelineConfig(samples=2)
 

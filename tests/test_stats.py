@@ -14,6 +14,8 @@ from statsmodels.stats.multitest import multipletests
 from segunc import stats
 from segunc.metrics import METRIC_NAMES
 
+pytestmark = pytest.mark.unit
+
 TOL = 1e-9
 MODES = ["normal", "mc_dropout", "tta", "noisy"]
 

@@ -8,20 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segunc.backends import BACKENDS
 from segunc.config import PipelineConfig
 from segunc.metrics import reliability_bins
 from segunc.pipeline import MAP_NAMES, evaluate_slice, result_key_material
 from segunc.store import FRAME_COLUMNS, ResultStore, image_relpath, result_key, settings_id
 from segunc.store import maps as mapfile
 
+pytestmark = pytest.mark.integration
+
 MODES = ["normal", "mc_dropout"]
 CFG = PipelineConfig(samples=2, keep_samples=True)
-
-
-@pytest.fixture(scope="module")
-def unet(unet_weights):
-    return BACKENDS.get("unet")(weights=unet_weights)
 
 
 @pytest.fixture(scope="module")

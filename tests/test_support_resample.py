@@ -17,6 +17,8 @@ from segunc.modes import MODES, SliceInput, get_mode
 from segunc.modes.support_resample import SupportResample, draw_support_sets
 from segunc.pipeline import evaluate_slice
 
+pytestmark = pytest.mark.integration
+
 S, K = 4, 3
 
 

@@ -3,6 +3,8 @@ import pytest
 
 from segunc.uncertainty import UncertaintyMaps, binary_entropy, summarize
 
+pytestmark = pytest.mark.unit
+
 H25 = 0.8112781244591328  # H(0.25) = 0.25*2 + 0.75*log2(4/3) = 0.5 + 0.3112781
 
 

@@ -25,6 +25,8 @@ from segunc.data.upload import SIZE, UploadError, check_box, decode_image, decod
 from tests.conftest import VAL_TUMOUR
 from tests.conftest_app import APP, app_env, app_store  # noqa: F401
 
+pytestmark = pytest.mark.app
+
 TIMEOUT = 300
 
 
@@ -51,13 +53,6 @@ def real(lgg_root):
     mask = load_mask(lgg_root / folder / f"{VAL_TUMOUR[0]}_mask.tif", image.shape[:2])
     assert image.shape == (SIZE, SIZE, 3) and mask.any()
     return image, mask
-
-
-@pytest.fixture(scope="module")
-def unet(unet_weights):
-    from segunc.backends import get_backend
-
-    return get_backend("unet", weights=unet_weights)
 
 
 # ------------------------------------------------------------------------------------ decoding

@@ -11,6 +11,8 @@ import pytest
 from segunc import stats, viz
 from segunc.metrics import METRIC_NAMES, ece_from_bins, reliability_bins
 
+pytestmark = pytest.mark.unit
+
 
 def _image():
     img = np.zeros((32, 32, 3), np.uint8)
