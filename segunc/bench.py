@@ -23,13 +23,14 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .backends import BACKENDS
-from .cli import default_data
+from . import settings
 from .config import PipelineConfig
 from .data.lgg import load_slice
 from .metrics import dice, ece
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: box_jitter needs a box-prompted backend, not {args.backend}", file=sys.stderr)
         return 2
     cfg = PipelineConfig(samples=args.samples, seed=args.seed, batch_size=args.batch_size, placement=args.placement)
-    refs = select_slices(args.data or default_data(), "val")
+    refs = select_slices(settings.data_dir(args.data), "val")
     refs = refs[:: max(1, len(refs) // args.slices)][: args.slices]  # spread over the split
     slices = [load_slice(r) for r in refs]
     inputs = [SliceInput.from_slice(s, backend) for s in slices]
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"peak_rss_mb={peak_rss_mb():.0f} (this process: baseline + segunc + raw) threads={torch.get_num_threads()} "
           f"batch_size={args.batch_size}")
     if args.sweep_rss:
-        print(f"sweep_peak_rss_mb={sweep_peak_rss_mb(args, str(args.data or default_data())):.0f} "
+        print(f"sweep_peak_rss_mb={sweep_peak_rss_mb(args, str(settings.data_dir(args.data))):.0f} "
               f"(python -m segunc run, {args.sweep_rss} slices, T={args.samples}, separate process)")
     print(f"RESULT backend={args.backend} mode={args.mode} T={T} device={device.type} "
           f"baseline_img_s={times['baseline'].rate:.3f} segunc_img_s={times['segunc'].rate:.3f} "
@@ -226,27 +227,31 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m segunc.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", default="unet")
     p.add_argument("--mode", default="mc_dropout", choices=["normal", "mc_dropout", "tta", "noisy", "box_jitter"])
-    p.add_argument("--samples", type=int, default=30)
+    defaults = PipelineConfig()
+    p.add_argument("--samples", type=int, default=defaults.samples)
     p.add_argument("--slices", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data", default=None)
     p.add_argument("--weights", default=None)
     p.add_argument("--batch-size", type=int, default=None, help="segunc/raw batch (default 8 on CPU, 64 on GPU)")
-    p.add_argument("--placement", default="all", choices=["all", "decoder"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--placement", default=defaults.placement, choices=["all", "decoder"])
+    p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--sweep-rss", type=int, default=0, metavar="N",
                    help="also measure the peak memory of a real sweep of N slices in a child process")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16 autocast (CUDA only)")
+    p.add_argument("--shared", default=os.environ.get("SEGUNC_SHARED"),
+                   help="folder with weights/unet_lgg_f32.pt and lgg/kaggle_3m, used when --weights / --data are not "
+                        "given and the default folders lack them (default: $SEGUNC_SHARED)")
     args = p.parse_args(argv)
     if args.batch_size is None:
         args.batch_size = 64 if args.device.startswith("cuda") else 8
-    if args.weights is None and args.backend == "unet" and not BACKENDS.get("unet").find_weights():
-        shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "weights", "unet_lgg_f32.pt")
-        if os.path.exists(shared):
-            args.weights = os.path.abspath(shared)
-    if args.data is None and not default_data().exists():
-        shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "lgg", "kaggle_3m")
-        args.data = os.path.abspath(shared)
+    if args.shared:
+        shared = Path(args.shared).expanduser()
+        if args.weights is None and args.backend == "unet" and not BACKENDS.get("unet").find_weights():
+            if (shared / "weights" / "unet_lgg_f32.pt").exists():
+                args.weights = str((shared / "weights" / "unet_lgg_f32.pt").resolve())
+        if args.data is None and not settings.data_dir().exists():
+            args.data = str((shared / "lgg" / "kaggle_3m").resolve())
     return run(args)
 
 

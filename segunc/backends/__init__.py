@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..registry import Registry
-from .base import Backend, WeightsError, box_from_mask, file_sha256
+from .base import Backend, WeightsError, box_from_mask
 
 BACKENDS: Registry[Backend] = Registry("backend")
 
@@ -27,4 +27,4 @@ def found_weights(weights_dir=None) -> dict:
     return out
 
 
-__all__ = ["BACKENDS", "Backend", "WeightsError", "box_from_mask", "file_sha256", "found_weights", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "WeightsError", "box_from_mask", "found_weights", "get_backend"]

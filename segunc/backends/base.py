@@ -13,14 +13,15 @@ perturb the image reuse one embedding per slice.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from .. import settings
+from ..fsutil import file_sha256
 
 
 class WeightsError(ValueError):
@@ -30,20 +31,6 @@ class WeightsError(ValueError):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path is not None else problem)
-
-
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def default_weights_dir() -> Path:
-    """``$SEGUNC_WEIGHTS`` or ``data/weights`` under the current directory."""
-    return Path(os.environ.get("SEGUNC_WEIGHTS", "data/weights")).expanduser()
 
 
 def load_state_dict_file(path: Path, model: nn.Module, *, unwrap: tuple[str, ...] = ("model", "state_dict")) -> None:
@@ -117,7 +104,7 @@ class Backend(ABC):
     @classmethod
     def find_weights(cls, weights_dir: Path | str | None = None) -> Path | None:
         """First of ``weight_files`` present in ``weights_dir`` (default ``$SEGUNC_WEIGHTS``)."""
-        d = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+        d = Path(weights_dir) if weights_dir is not None else settings.weights_dir()
         for name in cls.weight_files:
             if (d / name).is_file():
                 return d / name
@@ -129,7 +116,7 @@ class Backend(ABC):
             return self.weights_path
         found = self.find_weights(self.options.get("weights_dir"))
         if found is None:
-            where = self.options.get("weights_dir") or default_weights_dir()
+            where = self.options.get("weights_dir") or settings.weights_dir()
             raise WeightsError(
                 None,
                 f"no weights for backend '{self.name}': none of {list(self.weight_files)} in {where}. {self.weights_hint}",

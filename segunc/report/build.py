@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import stats
+from .. import settings, stats
 from ..analysis import (BAD_DICE, UNCERTAINTY_MAPS, cost_quality, decomposition_summary, review_outcome,
                         risk_coverage_table, slice_scores, spearman_table, stored_error_stats, tumour_free_summary)
 from ..metrics import METRIC_NAMES
@@ -380,11 +380,10 @@ def _provenance_section(doc: Document, store, keys: Sequence[str], opts: ReportO
 # ------------------------------------------------------------------------------- build
 def build_report(store, opts: ReportOptions, progress: bool = True) -> tuple[Document, dict[str, bytes], list[str]]:
     """(document, attachments {file name: bytes}, failed sections). Raises :class:`NoResultsError`."""
-    from ..cli import default_data
     from ..data import DataError, resolve_root
 
     sel, cal = select_results(store, opts)
-    data = Path(opts.data) if opts.data else default_data()
+    data = settings.data_dir(opts.data or None)
     errs = None
     try:
         root = resolve_root(data)

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from ..config import FusionConfig, PipelineConfig
+from ..config import PipelineConfig
 from ..store import ResultStore, canonical_json, default_cache_dir
 from ..store.db import transaction
 from ..store.keys import sha256_hex
@@ -40,24 +40,6 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 
 
 # ------------------------------------------------------------------------------- spec
-def config_to_dict(c: PipelineConfig) -> dict:
-    return dataclasses.asdict(c)
-
-
-def config_from_dict(d: dict) -> PipelineConfig:
-    from ..refine.crf import CRFParams
-
-    d = dict(d)
-    fusion = dict(d.pop("fusion", {}))
-    if "sources" in fusion:
-        fusion["sources"] = tuple(fusion["sources"])
-    crf = CRFParams(**d.pop("crf", {}))
-    for k in ("tta_flips", "tta_scales", "tta_intensities"):
-        if k in d:
-            d[k] = tuple(d[k])
-    return PipelineConfig(**d, fusion=FusionConfig(**fusion), crf=crf)
-
-
 @lru_cache(maxsize=32)
 def _file_sha(path: str, size: int, mtime: float) -> str:
     from ..backends.base import file_sha256
@@ -131,7 +113,7 @@ class JobSpec:
         d = {"data": str(self.data_root()), "backend": self.backend, "weights": self.weights_path(),
              "modes": self.mode_list(), "split": self.split, "all_slices": bool(self.all_slices),
              "limit": self.limit, "patients": list(self.patients) if self.patients else None,
-             "config": config_to_dict(c), "backend_options": dict(self.backend_options), "device": self.device,
+             "config": c.to_dict(), "backend_options": dict(self.backend_options), "device": self.device,
              "support_data": _abs(self.support_data)}
         if self.spread:  # only when set, so job ids of first-N sweeps stay as they were
             d["spread"] = True
@@ -140,7 +122,7 @@ class JobSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "JobSpec":
         d = dict(d)
-        d["config"] = config_from_dict(d["config"])
+        d["config"] = PipelineConfig.from_dict(d["config"])
         return cls(**d)
 
     def identity(self) -> dict:

@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .db import ThreadConnections
-from .store import ResultStore, default_cache_dir
+from .. import settings
+from .store import ResultStore
 
 __all__ = ["ReadOnlyStore", "ReadOnlyStoreError", "connect_readonly"]
 
@@ -62,7 +63,7 @@ class ReadOnlyStore(ResultStore):
     read_only = True
 
     def __init__(self, root: Path | str | None = None, bits: int = 8):  # noqa: D107 - no super(): it creates folders
-        self.root = Path(root if root is not None else default_cache_dir()).expanduser().resolve()
+        self.root = settings.store_dir(root).resolve()
         self.bits = int(bits)
         self.db_path = self.root / "store.sqlite"
         if not self.db_path.is_file():

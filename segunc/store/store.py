@@ -25,12 +25,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import settings
 from ..fsutil import fsync_dir
 from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
 from .keys import canonical_json, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
 
-__all__ = ["ResultStore", "StoreFullError", "default_cache_dir", "FRAME_COLUMNS"]
+__all__ = ["ResultStore", "StoreFullError", "FRAME_COLUMNS"]
 
 
 class StoreFullError(OSError):
@@ -42,8 +43,6 @@ def _is_full(exc: BaseException) -> bool:
         return True
     return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc).lower()
 
-DEFAULT_CACHE = "data/cache"
-
 FRAME_COLUMNS = ("key", "run_id", "patient_id", "slice_id", "split", "backend", "mode", *METRIC_COLUMNS,
                  "seconds", "threshold", "tumour_px", "pred_px", "mean_entropy", "mean_variance", "mean_mi", "created_at")
 _ROW_COLUMNS = ("key", "settings_id", "run_id", "patient_id", "patient_folder", "slice_index", "slice_id", "split", "image",
@@ -53,9 +52,6 @@ _ROW_COLUMNS = ("key", "settings_id", "run_id", "patient_id", "patient_folder", 
 _CHUNK = 900  # keys per IN (...) query
 
 
-def default_cache_dir() -> Path:
-    """``$SEGUNC_CACHE`` or ``data/cache`` (relative to the current directory)."""
-    return Path(os.environ.get("SEGUNC_CACHE") or DEFAULT_CACHE).expanduser()
 
 
 def _finite(values: Iterable) -> bool:
@@ -68,13 +64,13 @@ def _chunks(seq: Sequence, n: int = _CHUNK):
 
 
 class ResultStore:
-    """The results store in ``root`` (default :func:`default_cache_dir`); created if absent.
+    """The results store in ``root`` (default :func:`segunc.settings.store_dir`); created if absent.
 
     ``bits``: quantisation depth of new map files (8 default, see :mod:`segunc.store.maps`).
     """
 
     def __init__(self, root: Path | str | None = None, bits: int = 8):
-        self.root = Path(root if root is not None else default_cache_dir()).expanduser().resolve()
+        self.root = settings.store_dir(root).resolve()
         self.bits = int(bits)
         for sub in ("", "maps", "locks", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)

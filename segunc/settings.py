@@ -1,0 +1,61 @@
+"""Where things live and which switches are on: the one place that reads the environment.
+
+Bottom layer (standard library only). Every function reads ``os.environ`` when called, so a
+test or a process that changes a variable sees the change at once.
+
+============  ==================  ==========================================================
+function      variable            default
+============  ==================  ==========================================================
+data_dir      ``SEGUNC_DATA``     ``data/lgg/kaggle_3m`` (the LGG ``kaggle_3m`` folder)
+weights_dir   ``SEGUNC_WEIGHTS``  ``data/weights`` (the folder every backend searches)
+store_dir     ``SEGUNC_CACHE``    ``data/cache`` (the results store)
+offline       ``SEGUNC_OFFLINE``  off (also on when ``SEGUNC_MODE=demo``): download nothing
+app_mode      ``SEGUNC_MODE``     ``local`` (``server`` | ``demo``; the app may also read secrets)
+============  ==================  ==========================================================
+
+Relative defaults are relative to the current directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DATA = Path("data/lgg/kaggle_3m")
+DEFAULT_WEIGHTS = Path("data/weights")
+DEFAULT_STORE = Path("data/cache")
+APP_MODES = ("local", "server", "demo")
+
+__all__ = ["APP_MODES", "DEFAULT_DATA", "DEFAULT_STORE", "DEFAULT_WEIGHTS", "app_mode", "data_dir", "offline",
+           "store_dir", "weights_dir"]
+
+
+def _folder(override, var: str, default: Path) -> Path:
+    value = override if override is not None else (os.environ.get(var) or default)
+    return Path(value).expanduser()
+
+
+def data_dir(override: Path | str | None = None) -> Path:
+    """The LGG ``kaggle_3m`` folder: ``override``, else ``$SEGUNC_DATA``, else ``data/lgg/kaggle_3m``."""
+    return _folder(override, "SEGUNC_DATA", DEFAULT_DATA)
+
+
+def weights_dir(override: Path | str | None = None) -> Path:
+    """The weights folder: ``override``, else ``$SEGUNC_WEIGHTS``, else ``data/weights``."""
+    return _folder(override, "SEGUNC_WEIGHTS", DEFAULT_WEIGHTS)
+
+
+def store_dir(override: Path | str | None = None) -> Path:
+    """The results store folder: ``override``, else ``$SEGUNC_CACHE``, else ``data/cache``."""
+    return _folder(override, "SEGUNC_CACHE", DEFAULT_STORE)
+
+
+def app_mode() -> str:
+    """``$SEGUNC_MODE`` lower-cased, or ``local`` (not validated here; see :mod:`segunc.access`)."""
+    return (os.environ.get("SEGUNC_MODE") or "local").strip().lower()
+
+
+def offline() -> bool:
+    """True when ``$SEGUNC_OFFLINE`` is set (not ``0`` / ``false`` / ``no``) or the app mode is ``demo``:
+    no download is tried."""
+    flag = os.environ.get("SEGUNC_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    return flag or app_mode() == "demo"
