@@ -1,25 +1,90 @@
 """The paper's defaults in one typed place (§3.2–3.4): p = 0.01, T = 30, the 30-transform
 TTA set, σ relative to the intensity range, inverse-uncertainty fusion at 0.5, dense CRF
-with sdims 5, schan 5 and 5 iterations."""
+with sdims 5, schan 5 and 5 iterations.
+
+``PipelineConfig()`` is the single source of these defaults (CLI, bench, app pages). Configs are
+frozen values: derive a variant with ``dataclasses.replace``. ``to_dict`` / ``from_dict``
+round-trip exactly (``from_dict`` also takes JSON, where tuples come back as lists).
+Stdlib only: this module sits at the bottom of the package.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import numpy as np
-
-from .refine.crf import CRFParams
+__all__ = ["STOCHASTIC_SOURCES", "CRFParams", "FusionConfig", "PipelineConfig", "defaults_table"]
 
 STOCHASTIC_SOURCES = ("mc_dropout", "tta", "noisy")
 
 
-@dataclass
+def _check_keys(cls, d: Mapping) -> dict:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{cls.__name__}: expected a mapping of settings, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown setting(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(known))}")
+    return dict(d)
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Dense-CRF settings (paper §3.4), recordable with a result; use as
+    ``dense_crf(prob, image, **params.as_dict())``.
+
+    §3.4 names the knobs but gives only the iteration range (5-10); the compat values and the
+    gaussian sxy are pydensecrf's README defaults, the bilateral sdims/schan the project's.
+    """
+
+    sdims: float = 5.0             # bilateral spatial std (pixels)
+    schan: float = 5.0             # bilateral intensity std (uint8 levels, every channel)
+    compat_bilateral: float = 10.0  # Potts weight of the bilateral term
+    gaussian_sxy: float = 3.0      # gaussian spatial std (pixels)
+    compat_gaussian: float = 3.0   # Potts weight of the gaussian term
+    iterations: int = 5            # mean-field steps (paper: 5-10; 0 returns the clipped input)
+
+    def __post_init__(self):
+        for name in ("sdims", "schan", "gaussian_sxy"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("compat_bilateral", "compat_gaussian"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if isinstance(self.iterations, bool) or int(self.iterations) != self.iterations or self.iterations < 0:
+            raise ValueError(f"iterations must be an integer >= 0, got {self.iterations}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    to_dict = as_dict
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CRFParams":
+        return cls(**_check_keys(cls, d))
+
+
+def _pairs(value: Any) -> tuple[tuple[str, Any], ...]:
+    """A mapping or (name, value) pairs (JSON: a list of lists) → sorted tuple of pairs."""
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [(str(k), v) for k, v in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold_params must be a mapping or (name, value) pairs, got {value!r}") from None
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise ValueError(f"threshold_params has a repeated name: {value!r}")
+    return tuple(sorted(pairs))
+
+
+@dataclass(frozen=True)
 class FusionConfig:
     """Uncertainty-weighted fusion (paper §3.3).
 
     ``source='modes'``: fuse the mean maps of ``sources``, each weighted pixel-wise by its
     own ``uncertainty`` map (the paper's results). ``source='samples'``: fuse the T samples
-    of ``sample_mode`` with u_i = entropy of sample i.
+    of ``sample_mode`` with u_i = entropy of sample i. ``threshold_params``: the threshold's
+    keyword arguments as sorted (name, value) pairs (a dict is accepted and converted).
     """
 
     source: str = "modes"
@@ -30,26 +95,39 @@ class FusionConfig:
     lam: float = 10.0
     alpha: float = 1.0
     threshold: str = "fixed"  # fixed | otsu | percentile | mean_std
-    threshold_params: dict[str, float] = field(default_factory=dict)
+    threshold_params: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "sources", tuple(self.sources))
+        object.__setattr__(self, "threshold_params", _pairs(self.threshold_params))
 
     def weighting_params(self) -> dict[str, float]:
         return {"exponential": {"lam": self.lam}, "power": {"alpha": self.alpha}}.get(self.weighting, {})
 
-    def threshold_value(self, prob: np.ndarray) -> float:
-        from .fusion import threshold_value
+    def threshold_kwargs(self) -> dict[str, float]:
+        return dict(self.threshold_params)
 
-        return float(threshold_value(prob, self.threshold, **self.threshold_params))
+    def to_dict(self) -> dict[str, Any]:
+        """All fields; ``threshold_params`` as a dict (the form result keys and job ids hash)."""
+        d = asdict(self)
+        d["threshold_params"] = self.threshold_kwargs()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FusionConfig":
+        return cls(**_check_keys(cls, d))
 
     def params(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.source == "samples":
-            d.pop("sources")
-        else:
-            d.pop("sample_mode")
+        """Key material: every field that changes the fused map (source-dependent)."""
+        d = self.to_dict()
+        d.pop("sources" if self.source == "samples" else "sample_mode")
         return d
 
 
-@dataclass
+_TUPLES = ("tta_flips", "tta_scales", "tta_intensities")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     samples: int = 30
     seed: int = 0
@@ -66,6 +144,25 @@ class PipelineConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     crf: CRFParams = field(default_factory=CRFParams)
 
+    def __post_init__(self):
+        for k in _TUPLES:
+            object.__setattr__(self, k, tuple(getattr(self, k)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples stay tuples; ``json`` writes them as lists)."""
+        d = asdict(self)
+        d["fusion"] = self.fusion.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PipelineConfig":
+        """Inverse of :meth:`to_dict`; missing settings take their defaults, unknown ones are an error."""
+        d = _check_keys(cls, d)
+        for name, sub in (("fusion", FusionConfig), ("crf", CRFParams)):
+            if name in d and not isinstance(d[name], sub):
+                d[name] = sub.from_dict(d[name])
+        return cls(**d)
+
     def mode_params(self, name: str) -> dict[str, Any]:
         """Constructor parameters of a sampling mode (seed and batch size excluded)."""
         return {
@@ -76,9 +173,25 @@ class PipelineConfig:
             "box_jitter": {"samples": self.samples, "max_px": self.jitter_px},
         }.get(name, {"samples": self.samples})
 
-    def post_params(self, name: str) -> dict[str, Any]:
-        if name == "fusion":
-            return {"mode": "fusion", **self.fusion.params()}
-        if name == "crf":
-            return {"mode": "crf", **self.crf.as_dict()}
-        raise KeyError(name)
+
+def defaults_table(config: PipelineConfig | None = None) -> list[tuple[str, str, str]]:
+    """(setting, value, paper section) rows describing ``config`` (default ``PipelineConfig()``),
+    e.g. for the app's Set-up page."""
+    c = config or PipelineConfig()
+    f = c.fusion
+    weighting = f.weighting + {"exponential": f" (λ {f.lam:g})", "power": f" (α {f.alpha:g})"}.get(f.weighting, "")
+    if f.threshold_params:
+        thr = f"{f.threshold} threshold ({', '.join(f'{k} {v:g}' for k, v in f.threshold_params)})"
+    else:
+        thr = f"{f.threshold} threshold" + (" 0.5" if f.threshold == "fixed" else "")
+    return [
+        ("samples T (MC dropout, noisy)", str(c.samples), "§3.2"),
+        ("dropout p", f"{c.p:g}", "§3.2"),
+        ("dropout placement", c.placement, "§3.2"),
+        ("noise σ (of intensity range)", f"{c.sigma:g}", "§3.2"),
+        ("TTA", f"flips {list(c.tta_flips)} × scales {list(c.tta_scales)} × intensities {list(c.tta_intensities)}",
+         "§3.2"),
+        ("fusion", f"{weighting} weighting by {f.uncertainty}, {thr}", "§3.3"),
+        ("fusion sources", ", ".join(f.sources) if f.source == "modes" else f"samples of {f.sample_mode}", "§3.3"),
+        ("CRF", ", ".join(f"{k} {v}" for k, v in c.crf.as_dict().items()), "§3.4"),
+    ]

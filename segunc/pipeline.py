@@ -1,9 +1,9 @@
 """One slice through the whole method (paper Fig. 1): stochastic modes → uncertainty maps
 → uncertainty-weighted fusion → dense CRF → metrics.
 
-``evaluate_slice`` computes the requested modes plus whatever they depend on
-(``fusion`` needs its source modes, ``crf`` needs ``fusion``) and returns one
-:class:`ModeResult` per requested mode.
+``evaluate_slice`` computes the requested modes plus whatever they depend on (each registered
+post-processing step declares its dependencies: ``fusion`` needs its source modes, ``crf`` needs
+``fusion``) and returns one :class:`ModeResult` per requested mode.
 """
 from __future__ import annotations
 
@@ -18,14 +18,13 @@ from . import PIPELINE_VERSION
 from .backends.base import Backend
 from .config import PipelineConfig
 from .data.lgg import Slice
-from .fusion import fuse, normalized_weights
 from .metrics import compute_metrics
 from .modes import MODES, SliceInput, get_mode
-from .refine.crf import dense_crf
-from .uncertainty import binary_entropy, summarize
+from .postprocess import POST_STEPS, StepInput, get_step
+from .postprocess.base import MAP_NAMES
+from .uncertainty import summarize
 
-POST_MODES = ("fusion", "crf")
-MAP_NAMES = ("mean", "variance", "entropy", "expected_entropy", "mutual_information")
+POST_MODES = tuple(POST_STEPS.names())
 
 
 @dataclass
@@ -49,21 +48,31 @@ class ModeResult:
                 "tumour_px": self.tumour_px, "pred_px": int(self.maps["mask"].sum())}
 
 
+def _requires(name: str, config: PipelineConfig) -> list[str]:
+    return get_step(name).requires(config) if name in POST_STEPS else []
+
+
+def _depth(name: str, config: PipelineConfig) -> int:
+    """0 for a sampling mode, 1 + the deepest dependency for a post-processing step."""
+    deps = _requires(name, config)
+    return 1 + max((_depth(d, config) for d in deps), default=-1) if name in POST_STEPS else 0
+
+
 def required_modes(requested: Iterable[str], config: PipelineConfig) -> list[str]:
-    """Requested modes plus their dependencies, dependencies first."""
-    requested = list(dict.fromkeys(requested))
-    f = config.fusion
-    sources = [f.sample_mode] if f.source == "samples" else list(f.sources)
+    """Requested modes plus their dependencies, dependencies first (sampling modes, then steps by depth)."""
     need: list[str] = []
-    for m in requested:
-        if m == "crf" and "fusion" not in requested:
-            need += [*sources, "fusion"]
-        if m == "fusion":
-            need += sources
+
+    def add(m: str) -> None:
+        for d in _requires(m, config):
+            if d not in need:
+                add(d)
         need.append(m)
+
+    for m in dict.fromkeys(requested):
+        if m not in need:
+            add(m)
     out = list(dict.fromkeys(need))
-    stage = {"fusion": 1, "crf": 2}
-    return sorted(out, key=lambda m: stage.get(m, 0))  # stable: sampling modes, then fusion, then crf
+    return sorted(out, key=lambda m: _depth(m, config))  # stable
 
 
 def make_mode(name: str, config: PipelineConfig):
@@ -73,32 +82,6 @@ def make_mode(name: str, config: PipelineConfig):
 def _maps_from_probs(probs: np.ndarray) -> dict[str, np.ndarray]:
     u = summarize(probs)
     return {k: np.asarray(getattr(u, k), dtype=np.float32) for k in MAP_NAMES}
-
-
-def _fusion_maps(components: list[dict[str, np.ndarray]], config: PipelineConfig) -> dict[str, np.ndarray]:
-    """Fuse component mean maps weighted by their own uncertainty maps (paper §3.3)."""
-    f = config.fusion
-    probs = np.stack([c["mean"] for c in components])
-    unc = np.stack([c[f.uncertainty] for c in components])
-    w = normalized_weights(unc, f.weighting, **f.weighting_params())
-    fused = np.nansum(w * probs, axis=0).astype(np.float32)
-    variance = np.nansum(w * (probs - fused) ** 2, axis=0).astype(np.float32)
-    entropy = binary_entropy(fused).astype(np.float32)
-    expected = np.nansum(w * np.stack([c["expected_entropy"] for c in components]), axis=0).astype(np.float32)
-    return {"mean": fused, "variance": variance, "entropy": entropy, "expected_entropy": expected,
-            "mutual_information": np.clip(entropy - expected, 0, None).astype(np.float32)}
-
-
-def _sample_fusion_maps(probs: np.ndarray, config: PipelineConfig) -> dict[str, np.ndarray]:
-    """Fuse the T samples of one mode, u_i = per-pixel entropy of sample i."""
-    f = config.fusion
-    u = binary_entropy(probs)
-    fused = fuse(probs, u, f.weighting, **f.weighting_params()).astype(np.float32)
-    maps = _maps_from_probs(probs)
-    maps["mean"] = fused
-    maps["entropy"] = binary_entropy(fused).astype(np.float32)
-    maps["mutual_information"] = np.clip(maps["entropy"] - maps["expected_entropy"], 0, None).astype(np.float32)
-    return maps
 
 
 def evaluate_slice(
@@ -138,28 +121,17 @@ def evaluate_slice(
             samples[name] = probs
             maps[name] = _maps_from_probs(probs)
             seconds[name] = time.perf_counter() - t0 + (0.0 if given is None else given[1])
-        elif name == "fusion":
-            if config.fusion.source == "samples":
-                src = config.fusion.sample_mode
-                maps[name] = _sample_fusion_maps(samples[src], config)
-                dep = seconds[src]
-            else:
-                maps[name] = _fusion_maps([maps[s] for s in config.fusion.sources], config)
-                dep = sum(seconds[s] for s in config.fusion.sources)
-            thr = config.fusion.threshold_value(maps[name]["mean"])
-            thresholds[name] = thr
-            preds[name] = maps[name]["mean"] >= thr
-            seconds[name] = dep + time.perf_counter() - t0
-        elif name == "crf":
-            c = config.crf
-            refined = dense_crf(maps["fusion"]["mean"], slice_.image, **c.as_dict())
-            m = dict(maps["fusion"])
-            m["mean"] = refined.astype(np.float32)
-            m["entropy"] = binary_entropy(refined).astype(np.float32)
-            maps[name] = m
-            seconds[name] = seconds["fusion"] + time.perf_counter() - t0
+        elif name in POST_STEPS:
+            step = get_step(name)
+            out = step.run(StepInput(slice_.image, maps, samples), config)
+            maps[name] = out.maps
+            if out.threshold is not None:
+                thresholds[name] = out.threshold
+            if out.pred is not None:
+                preds[name] = out.pred
+            seconds[name] = sum(seconds[d] for d in step.requires(config)) + time.perf_counter() - t0
         else:
-            raise KeyError(f"unknown mode {name!r}; available: {', '.join([*MODES.names(), *POST_MODES])}")
+            raise KeyError(f"unknown mode {name!r}; available: {', '.join(all_mode_names())}")
 
     results: dict[str, ModeResult] = {}
     for name in modes:
@@ -176,7 +148,7 @@ def evaluate_slice(
 
 
 def all_mode_names() -> list[str]:
-    return [*MODES.names(), *POST_MODES]
+    return [*MODES.names(), *POST_STEPS.names()]
 
 
 def result_key_material(backend: Backend, config: PipelineConfig, mode: str) -> dict[str, Any]:
@@ -187,6 +159,6 @@ def result_key_material(backend: Backend, config: PipelineConfig, mode: str) -> 
         "backend": backend.settings(),
         "weights_sha256": backend.weights_sha256,
         "mode": mode,
-        "modes": {d: (make_mode(d, config).params() if d in MODES else config.post_params(d)) for d in deps},
+        "modes": {d: (make_mode(d, config).params() if d in MODES else get_step(d).params(config)) for d in deps},
         "temperature": config.temperature,
     }

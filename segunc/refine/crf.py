@@ -10,55 +10,27 @@ solved by ``iterations`` steps of mean-field inference; returns the foreground m
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import create_pairwise_bilateral, unary_from_softmax
+
+from ..config import CRFParams  # the settings live with the other defaults; re-exported here
 
 __all__ = ["CRFParams", "dense_crf"]
 
 _CLIP = 1e-6
 
 
-@dataclass(frozen=True)
-class CRFParams:
-    """CRF settings, recordable with a result; use as ``dense_crf(prob, image, **params.as_dict())``.
-
-    §3.4 names the knobs but gives only the iteration range (5-10); the compat values and the
-    gaussian sxy are pydensecrf's README defaults, the bilateral sdims/schan the project's.
-    """
-
-    sdims: float = 5.0             # bilateral spatial std (pixels)
-    schan: float = 5.0             # bilateral intensity std (uint8 levels, every channel)
-    compat_bilateral: float = 10.0  # Potts weight of the bilateral term
-    gaussian_sxy: float = 3.0      # gaussian spatial std (pixels)
-    compat_gaussian: float = 3.0   # Potts weight of the gaussian term
-    iterations: int = 5            # mean-field steps (paper: 5-10; 0 returns the clipped input)
-
-    def __post_init__(self):
-        for name in ("sdims", "schan", "gaussian_sxy"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("compat_bilateral", "compat_gaussian"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if isinstance(self.iterations, bool) or int(self.iterations) != self.iterations or self.iterations < 0:
-            raise ValueError(f"iterations must be an integer >= 0, got {self.iterations}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def dense_crf(prob: np.ndarray, image: np.ndarray, *, sdims: float = 5.0, schan: float = 5.0,
-              compat_bilateral: float = 10.0, gaussian_sxy: float = 3.0, compat_gaussian: float = 3.0,
-              iterations: int = 5) -> np.ndarray:
+def dense_crf(prob: np.ndarray, image: np.ndarray, **settings: float) -> np.ndarray:
     """Refined foreground marginal (H, W) float32 of ``prob`` (H, W) given ``image``.
+
+    ``settings``: any :class:`CRFParams` field (``sdims``, ``schan``, ``compat_bilateral``,
+    ``gaussian_sxy``, ``compat_gaussian``, ``iterations``); the rest take its defaults.
 
     ``image`` is (H, W, C) uint8 (LGG: C = 3), or (H, W) uint8, which is replicated to 3 channels.
     ``prob`` is clipped to [1e-6, 1 − 1e-6] before −log.
     """
-    params = CRFParams(sdims, schan, compat_bilateral, gaussian_sxy, compat_gaussian, iterations)
+    params = CRFParams(**settings)
     prob = np.asarray(prob, dtype=np.float64)
     image = np.asarray(image)
     if prob.ndim != 2 or not np.isfinite(prob).all():
