@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import settings
 from ..fsutil import file_sha256
+from ..registry import Registry
 
 
 class WeightsError(ValueError):
@@ -175,6 +176,27 @@ class Backend(ABC):
         """Per-slice extras the backend needs (box prompt...). Default: none."""
         return {}
 
+
+
+#: name → backend class; each backend module registers itself with ``@BACKENDS.register(name)``
+BACKENDS: Registry[Backend] = Registry("backend")
+
+
+def get_backend(name: str, **kwargs) -> Backend:
+    """Instantiate a registered backend by name."""
+    return BACKENDS.get(name)(**kwargs)
+
+
+def found_weights(weights_dir=None) -> dict:
+    """Per registered backend (display order): the weights file it would load, or None when missing
+    (a lookup that fails counts as missing)."""
+    out = {}
+    for name in BACKENDS.names():
+        try:
+            out[name] = BACKENDS.get(name).find_weights(weights_dir)
+        except Exception:  # noqa: BLE001 - e.g. an unreadable weights folder
+            out[name] = None
+    return out
 
 def box_from_mask(mask, margin: int = 0):
     """xyxy bounding box (float, pixels) of a boolean mask, grown by ``margin``; None if empty."""

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from torch import nn
 
-from . import BACKENDS
 from ._sam_family import SamFamilyBackend
-from .base import WeightsError, load_state_dict_file
+from .base import BACKENDS, WeightsError, load_state_dict_file
 
 
 @BACKENDS.register("litemedsam")

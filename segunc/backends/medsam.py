@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import BACKENDS
 from ._sam_family import SamFamilyBackend
-from .base import WeightsError, load_state_dict_file, minmax01
+from .base import BACKENDS, WeightsError, load_state_dict_file, minmax01
 
 
 @BACKENDS.register("medsam")

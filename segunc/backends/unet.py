@@ -15,8 +15,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from . import BACKENDS
-from .base import Backend, load_state_dict_file
+from .base import BACKENDS, Backend, load_state_dict_file
 
 
 def _block(in_channels: int, features: int, name: str) -> nn.Sequential:

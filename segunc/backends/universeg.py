@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import BACKENDS
-from .base import Backend, load_state_dict_file, minmax01
+from .base import BACKENDS, Backend, load_state_dict_file, minmax01
 from .universeg_net import universeg_v1
 
 CHANNEL_POLICIES = ("flair", "luminance")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..backends.base import Backend
+from ..registry import Registry
 
 
 @dataclass
@@ -89,3 +90,12 @@ class Mode(ABC):
     @abstractmethod
     def sample_logits(self, backend: Backend, x: SliceInput) -> torch.Tensor:
         """``T H W`` logits (NaN = unobserved pixel) for one slice."""
+
+
+#: name → mode class; each mode module registers itself with ``@MODES.register(name)``
+MODES: Registry[Mode] = Registry("mode")
+
+
+def get_mode(name: str, **params) -> Mode:
+    """Instantiate a registered mode by name with its parameters."""
+    return MODES.get(name)(**params)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import MODES
-from .base import Mode, SliceInput, chunks
+from .base import MODES, Mode, SliceInput, chunks
 
 
 def jitter_boxes(box: torch.Tensor, n: int, max_px: float, hw: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

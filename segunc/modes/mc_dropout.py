@@ -26,8 +26,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from . import MODES
-from .base import Mode, SliceInput, chunks, slice_generator, step
+from .base import MODES, Mode, SliceInput, chunks, slice_generator, step
 
 SITE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d,

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import MODES
-from .base import Mode, SliceInput, chunks, step
+from .base import MODES, Mode, SliceInput, chunks, step
 
 
 @MODES.register("noisy")

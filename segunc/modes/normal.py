@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import MODES
-from .base import Mode, SliceInput, step
+from .base import MODES, Mode, SliceInput, step
 
 
 @MODES.register("normal")

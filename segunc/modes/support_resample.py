@@ -28,8 +28,7 @@ from typing import Sequence
 
 import torch
 
-from . import MODES
-from .base import Mode, SliceInput, chunks
+from .base import MODES, Mode, SliceInput, chunks
 
 _CACHE: "weakref.WeakKeyDictionary[object, OrderedDict]" = weakref.WeakKeyDictionary()
 _CACHE_ENTRIES = 4

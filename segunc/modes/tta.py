@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import MODES
-from .base import Mode, SliceInput, chunks, step
+from .base import MODES, Mode, SliceInput, chunks, step
 
 DEFAULT_FLIPS = (False, True)
 DEFAULT_SCALES = (0.5, 1.0, 2.0)
