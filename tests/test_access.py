@@ -528,7 +528,7 @@ def _fingerprint(root: Path) -> dict:
 def test_demo_mode_is_read_only_and_offline(app_env, app_store, tmp_path, monkeypatch):
     """A snapshot of the fixture store imported into a read-only folder; every page in demo mode: the
     banner names the snapshot, Run only explains, nothing is written and no connection is attempted."""
-    from segunc.snapshot import export_snapshot, import_snapshot
+    from segunc.store.snapshot import export_snapshot, import_snapshot
 
     archive = tmp_path / "results.tar.gz"
     manifest = export_snapshot(archive, app_store)

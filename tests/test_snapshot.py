@@ -17,7 +17,7 @@ from segunc.backends import BACKENDS
 from segunc.cli import main
 from segunc.config import PipelineConfig
 from segunc.pipeline import evaluate_slice, result_key_material
-from segunc.snapshot import SnapshotError, export_snapshot, import_snapshot, read_manifest
+from segunc.store.snapshot import SnapshotError, export_snapshot, import_snapshot, read_manifest
 from segunc.store import ResultStore, image_relpath, result_key, settings_id
 from segunc.store.locks import FileLock
 

@@ -11,7 +11,7 @@ from .common import add_store_args
 
 # ---------------------------------------------------------------------------------------- CLI
 def run(args: argparse.Namespace) -> int:
-    from ..snapshot import SnapshotError, export_snapshot, import_snapshot
+    from ..store.snapshot import SnapshotError, export_snapshot, import_snapshot
 
     try:
         if args.snapshot_command == "export":

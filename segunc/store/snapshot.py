@@ -37,8 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import settings
-from .fsutil import file_sha256
+from .. import settings
+from ..fsutil import file_sha256
 
 __all__ = ["SnapshotError", "export_snapshot", "import_snapshot", "read_manifest"]
 
@@ -73,8 +73,8 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> No
 def export_snapshot(out: Path | str, cache: Path | str | None = None) -> dict:
     """Write the store in ``cache`` (default ``$SEGUNC_CACHE`` / ``data/cache``) to ``out``
     (a ``.tar.gz``), atomically; returns the manifest."""
-    from . import PIPELINE_VERSION, __version__
-    from .store.db import connect
+    from .. import PIPELINE_VERSION, __version__
+    from .db import connect
 
     root = _store_root(cache)
     db = root / DB_NAME
@@ -166,7 +166,7 @@ def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
 
 def read_manifest(archive: Path | str) -> dict:
     """The manifest of a snapshot file (checked for format and version)."""
-    from .store.db import SCHEMA_VERSION
+    from .db import SCHEMA_VERSION
 
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -204,7 +204,7 @@ def _existing_results(root: Path) -> int:
 
 
 def _held_locks(root: Path) -> list[Path]:
-    from .store.locks import is_locked
+    from .locks import is_locked
 
     locks = root / "locks"
     return [p for p in sorted(locks.glob("*.lock")) if is_locked(p)] if locks.is_dir() else []
