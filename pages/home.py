@@ -1,7 +1,6 @@
 """Set-up: what data, weights and results were found, and the pipeline at a glance."""
 from __future__ import annotations
 
-from dataclasses import asdict
 
 import pandas as pd
 import streamlit as st
@@ -258,20 +257,12 @@ with guard("The results summary"):
 
 with guard("The pipeline overview"):
     st.subheader("The pipeline at a glance", divider="gray")
-    from segunc.config import PipelineConfig
+    from segunc.config import PipelineConfig, defaults_table
 
     cfg = PipelineConfig()
     st.graphviz_chart(pipeline_dot(cfg), width="stretch")
-    defaults = {
-        "samples T (MC dropout, noisy)": cfg.samples, "dropout p": cfg.p, "dropout placement": cfg.placement,
-        "noise σ (of intensity range)": cfg.sigma,
-        "TTA": f"flips {list(cfg.tta_flips)} × scales {list(cfg.tta_scales)} × intensities {list(cfg.tta_intensities)}",
-        "fusion": f"{cfg.fusion.weighting} weighting by {cfg.fusion.uncertainty}, {cfg.fusion.threshold} threshold 0.5",
-        "fusion sources": ", ".join(cfg.fusion.sources),
-        "CRF": ", ".join(f"{k} {v}" for k, v in asdict(cfg.crf).items()),
-    }
     st.markdown("**Paper defaults** (§3.2–3.4; change them per sweep on the Run page)")
-    st.dataframe(pd.DataFrame({"setting": list(defaults), "value": [str(v) for v in defaults.values()]}),
+    st.dataframe(pd.DataFrame(defaults_table(cfg), columns=["setting", "value", "paper"]),
                  hide_index=True, width="stretch", column_config={"value": st.column_config.TextColumn(width="large")})
     from pages._access import hidden_pages
 

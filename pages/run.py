@@ -117,7 +117,8 @@ if not who.can_run:
 
 with guard("The run form"):
     import torch
-    from segunc.config import PipelineConfig
+    from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,
+                               UNCERTAINTIES, PipelineConfig)
     from segunc.pipeline import all_mode_names
     from segunc.runner.sweep import DEFAULT_MODES
 
@@ -145,7 +146,7 @@ with guard("The run form"):
         c1, c2, c3, c4 = st.columns(4)
         c1.number_input("Samples T (MC dropout, noisy)", 1, 500, d.samples, key="run_T")
         c2.number_input("Dropout p", 0.0, 0.9, d.p, 0.005, format="%.3f", key="run_p")
-        c3.selectbox("Dropout placement", ["all", "decoder"], key="run_placement",
+        c3.selectbox("Dropout placement", PLACEMENTS, PLACEMENTS.index(d.placement), key="run_placement",
                      help="decoder: MedSAM family only, one encoder pass per slice")
         c4.number_input("Noise σ (fraction of intensity range)", 0.0, 1.0, d.sigma, 0.01, format="%.3f", key="run_sigma")
         c1, c2, c3, c4 = st.columns(4)
@@ -162,20 +163,20 @@ with guard("The run form"):
                    "transforms per slice (paper: 2 × 3 × 5 = 30).")
     with t3:
         c1, c2, c3 = st.columns(3)
-        src = c1.selectbox("Fuse", ["modes", "samples"], key="run_fsource",
+        src = c1.selectbox("Fuse", FUSION_SOURCES, FUSION_SOURCES.index(d.fusion.source), key="run_fsource",
                            format_func={"modes": "mean maps of the modes (paper)", "samples": "samples of one mode"}.get)
         if src == "modes":
-            c2.multiselect("Source modes", ["mc_dropout", "tta", "noisy"], default=list(d.fusion.sources), key="run_fsources")
+            c2.multiselect("Source modes", STOCHASTIC_SOURCES, default=list(d.fusion.sources), key="run_fsources")
             ss.setdefault("run_fsample", d.fusion.sample_mode)
         else:
-            c2.selectbox("Sample mode", ["mc_dropout", "tta", "noisy"], key="run_fsample")
+            c2.selectbox("Sample mode", STOCHASTIC_SOURCES, key="run_fsample")  # its default: the setdefault above
             ss.setdefault("run_fsources", list(d.fusion.sources))
-        c3.selectbox("Weighting uncertainty", ["entropy", "variance", "mutual_information"], key="run_func")
+        c3.selectbox("Weighting uncertainty", UNCERTAINTIES, UNCERTAINTIES.index(d.fusion.uncertainty), key="run_func")
         c1, c2, c3, c4 = st.columns(4)
-        wt = c1.selectbox("Weighting", ["inverse", "exponential", "power"], key="run_weighting")
+        wt = c1.selectbox("Weighting", FUSION_WEIGHTINGS, FUSION_WEIGHTINGS.index(d.fusion.weighting), key="run_weighting")
         c2.number_input("λ (exponential)", 0.0, 1000.0, d.fusion.lam, key="run_lam", disabled=wt != "exponential")
         c3.number_input("α (power)", 0.0, 10.0, d.fusion.alpha, key="run_alpha", disabled=wt != "power")
-        thr = c4.selectbox("Threshold", ["fixed", "otsu", "percentile", "mean_std"], key="run_thr")
+        thr = c4.selectbox("Threshold", FUSION_THRESHOLDS, FUSION_THRESHOLDS.index(d.fusion.threshold), key="run_thr")
         for name, (_, label, default, lo, hi, step) in THRESHOLD_PARAM.items():
             if name == thr:
                 st.number_input(label, lo, hi, default, step, key=f"run_thr_{name}")

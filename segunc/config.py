@@ -13,9 +13,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["STOCHASTIC_SOURCES", "CRFParams", "FusionConfig", "PipelineConfig", "defaults_table"]
+__all__ = ["STOCHASTIC_SOURCES", "PLACEMENTS", "FUSION_SOURCES", "UNCERTAINTIES", "FUSION_WEIGHTINGS",
+           "FUSION_THRESHOLDS", "CRFParams", "FusionConfig", "PipelineConfig", "defaults_table"]
 
 STOCHASTIC_SOURCES = ("mc_dropout", "tta", "noisy")
+# the values a setting may take (CLI choices, app widgets)
+PLACEMENTS = ("all", "decoder")
+FUSION_SOURCES = ("modes", "samples")
+UNCERTAINTIES = ("entropy", "variance", "mutual_information")
+FUSION_WEIGHTINGS = ("inverse", "exponential", "power")
+FUSION_THRESHOLDS = ("fixed", "otsu", "percentile", "mean_std")
 
 
 def _check_keys(cls, d: Mapping) -> dict:

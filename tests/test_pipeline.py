@@ -110,3 +110,35 @@ def test_sweep_batches_the_normal_pass_of_several_slices(unet, lgg_root, monkeyp
     for sid, res in single.items():
         np.testing.assert_allclose(grouped[sid]["normal"].maps["mean"], res["normal"].maps["mean"], atol=1e-5)
         assert grouped[sid]["normal"].metrics["dice"] == pytest.approx(res["normal"].metrics["dice"], abs=1e-4)
+
+
+def test_a_new_post_processing_step_is_one_registered_class(unet, val_slices):
+    """Registering a step is all it takes: planning, key material and evaluate_slice pick it up."""
+    from segunc.postprocess import POST_STEPS, PostStep, StepOutput
+    from segunc.pipeline import all_mode_names, result_key_material
+
+    @POST_STEPS.register("squared")
+    class Squared(PostStep):
+        def requires(self, config):
+            return ["normal"]
+
+        def params(self, config):
+            return {"mode": "squared"}
+
+        def run(self, inputs, config):
+            maps = dict(inputs.maps["normal"])
+            maps["mean"] = (maps["mean"] ** 2).astype(np.float32)
+            return StepOutput(maps, 0.25, maps["mean"] >= 0.25)
+
+    try:
+        cfg = PipelineConfig(samples=2)
+        assert "squared" in all_mode_names()
+        assert required_modes(["squared", "mc_dropout"], cfg) == ["normal", "mc_dropout", "squared"]
+        assert result_key_material(unet, cfg, "squared")["modes"]["squared"] == {"mode": "squared"}
+        res = evaluate_slice(unet, val_slices[0], ["normal", "squared"], cfg)
+        np.testing.assert_allclose(res["squared"].maps["mean"], res["normal"].maps["mean"] ** 2, rtol=1e-6)
+        assert res["squared"].threshold == 0.25 and res["squared"].seconds >= res["normal"].seconds
+        np.testing.assert_array_equal(res["squared"].maps["mask"], res["normal"].maps["mean"] >= 0.5)
+    finally:
+        POST_STEPS._items.pop("squared", None)
+    assert "squared" not in all_mode_names()
