@@ -11,14 +11,10 @@ import sys
 from pathlib import Path
 
 from .. import settings
-from ..config import PipelineConfig
+from ..config import FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, PipelineConfig
 
 #: the single source of the CLI's pipeline defaults
 DEFAULTS = PipelineConfig()
-PLACEMENTS = ("all", "decoder")
-FUSION_WEIGHTINGS = ("inverse", "exponential", "power")
-FUSION_THRESHOLDS = ("fixed", "otsu", "percentile", "mean_std")
-FUSION_SOURCES = ("modes", "samples")
 
 
 def add_selection_args(p: argparse.ArgumentParser) -> None:
