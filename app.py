@@ -4,7 +4,7 @@
 
 Data from ``$SEGUNC_DATA`` (default data/lgg/kaggle_3m), weights from ``$SEGUNC_WEIGHTS``
 (default data/weights), results store at ``$SEGUNC_CACHE`` (default data/cache).
-The pages are thin: they read the store and call :mod:`segunc.stats` and :mod:`segunc.viz`.
+The pages are thin: they read the store and call :mod:`segunc.analysis.stats` and :mod:`segunc.viz`.
 """
 from __future__ import annotations
 

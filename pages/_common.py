@@ -1,6 +1,6 @@
 """Shared glue of the app pages: cached store and data access, the results filter, the error guard.
 
-No results are computed here: statistics live in :mod:`segunc.stats`, figures in :mod:`segunc.viz`,
+No results are computed here: statistics live in :mod:`segunc.analysis.stats`, figures in :mod:`segunc.viz`,
 results in :mod:`segunc.store`. Heavy objects (the store, maps, slices) are cached with
 ``st.cache_resource`` (shared, never copied), tables with ``st.cache_data``; table caches are keyed by
 the store's modification time, so new results show up without a restart.
@@ -175,7 +175,7 @@ def store():
 
 @st.cache_data(show_spinner="Loading results…", max_entries=8)
 def _metrics_frame(root: str, version: float, run_ids: tuple[str, ...]) -> pd.DataFrame:
-    from segunc.stats import order_backends, order_modes
+    from segunc.analysis.stats import order_backends, order_modes
 
     df = _store(root, read_only()).metrics_frame(run_ids=list(run_ids) if run_ids else None)
     if len(df):  # display order everywhere: backends as registered, modes as in the paper
@@ -315,7 +315,7 @@ def _run_label(r) -> str:
 
 def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> pd.DataFrame:
     """Sidebar filters (runs, backends, modes, split) shared by the result pages; returns the selection."""
-    from segunc.stats import order_backends, order_modes
+    from segunc.analysis.stats import order_backends, order_modes
 
     with st.sidebar:
         st.subheader("Results")

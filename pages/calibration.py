@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import selected_results, ensure_app, guard, open_clicked, reliability
-from segunc import stats, viz
+from segunc import viz
+from segunc.analysis import stats
 from segunc.metrics import ece_from_bins
 
 ensure_app()

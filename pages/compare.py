@@ -14,7 +14,7 @@ from pages._common import (selected_results, PAGE_FILES, ensure_app, guard, load
 from pages._viewer import CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, display_options, map_scale, result_panel
 from segunc import viz
 from segunc.metrics import METRIC_NAMES
-from segunc.stats import METRIC_LABELS, order_backends, order_modes
+from segunc.analysis.stats import METRIC_LABELS, order_backends, order_modes
 
 ensure_app()
 

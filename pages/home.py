@@ -249,7 +249,7 @@ with guard("The results summary"):
     st.markdown(f"**Folder** `{store_root()}` (`SEGUNC_CACHE`)")
     if len(df):
         counts = df.pivot_table(index="backend", columns="mode", values="key", aggfunc="count", fill_value=0)
-        from segunc.stats import order_modes
+        from segunc.analysis.stats import order_modes
 
         st.dataframe(counts[order_modes(counts.columns)], width="content")
     else:

@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from pages._common import selected_results, ensure_app, guard, open_clicked
-from segunc import stats, viz
+from segunc import viz
+from segunc.analysis import stats
 from segunc.metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 ensure_app()

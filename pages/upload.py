@@ -231,7 +231,7 @@ if upload is not None and res is not None and res["slice_id"] == upload.slice_id
         table = None
         if gt is not None:
             from segunc.metrics import METRIC_NAMES
-            from segunc.stats import METRIC_LABELS
+            from segunc.analysis.stats import METRIC_LABELS
 
             table = pd.DataFrame([r.row(res["backend"]) for r in results.values()])
             keep = ["mode", *[c for c in METRIC_NAMES if c in table.columns], "seconds", "pred_px", "tumour_px"]

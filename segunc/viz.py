@@ -25,7 +25,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, ece_from_bins
-from .stats import METRIC_LABELS, order_backends, order_modes
+from .analysis.stats import METRIC_LABELS, order_backends, order_modes
 
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
@@ -322,7 +322,7 @@ def reliability_figure(bins: Mapping[tuple[str, str], Mapping[str, np.ndarray]],
 def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece", "brier"), height: int = 380) -> go.Figure:
     """Mean ± bootstrap CI of the calibration metrics by mode, one panel per metric, one colour per backend.
 
-    ``desc`` is :func:`segunc.stats.describe` output.
+    ``desc`` is :func:`segunc.analysis.stats.describe` output.
     """
     metrics = [m for m in metrics if m in set(desc["metric"])]
     if not metrics:
@@ -351,7 +351,7 @@ def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece
 
 
 def pvalue_figure(pairs: pd.DataFrame, alpha: float = 0.05, height: int = 400) -> go.Figure:
-    """Lower-triangle matrix of Holm-adjusted p-values of :func:`segunc.stats.pairwise_wilcoxon`.
+    """Lower-triangle matrix of Holm-adjusted p-values of :func:`segunc.analysis.stats.pairwise_wilcoxon`.
 
     Cell (row A, column B): colour −log10 p, text p (``*`` below ``alpha``); hover adds the rank-biserial
     r of A against B (+1: A above B in every block)."""

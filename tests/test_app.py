@@ -121,7 +121,7 @@ def test_compare_filters_to_linked_backend(app_env):
 
 
 def test_metrics_distributions_table_and_tests(app_env, app_store):
-    from segunc import stats
+    from segunc.analysis import stats
 
     df = store_frame(app_store)
     at = open_page("metrics")

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from segunc.cli import main
 from segunc.metrics import METRIC_NAMES
-from segunc.stats import METRIC_LABELS
+from segunc.analysis.stats import METRIC_LABELS
 from tests.conftest_app import MODES, N_SLICES, app_env, app_store  # noqa: F401
 from tests.test_app import assert_clean, open_page, store_frame
 

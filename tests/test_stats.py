@@ -1,4 +1,4 @@
-"""segunc.stats against scipy / statsmodels on fixed data, plus independent computation paths:
+"""segunc.analysis.stats against scipy / statsmodels on fixed data, plus independent computation paths:
 Friedman from its rank formula, Wilcoxon's exact p by enumerating every sign pattern, Holm by a
 manual step-down loop, per-patient aggregation by hand, and properties of the bootstrap CI."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sst
 from statsmodels.stats.multitest import multipletests
 
-from segunc import stats
+from segunc.analysis import stats
 from segunc.metrics import METRIC_NAMES
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segunc import stats, viz
+from segunc import viz
+
+from segunc.analysis import stats
 from segunc.metrics import METRIC_NAMES, ece_from_bins, reliability_bins
 
 pytestmark = pytest.mark.unit

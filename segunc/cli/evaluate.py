@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     """One CSV row per (slice, backend, mode) and a summary table; exit 3 when the store's disk is full."""
     import pandas as pd
 
-    from ..summary import summary_table
+    from ..analysis.summary import summary_table
     from ..metrics import METRIC_NAMES
     from ..store import ResultStore, StoreFullError
 

@@ -2,7 +2,7 @@
 
 Per backend: the box plots of the nine metrics × modes (paper figures 2, 4, 6), descriptive
 statistics (median, IQR, mean, bootstrap CI), Friedman and Holm-corrected pairwise Wilcoxon
-tests (:mod:`segunc.stats`), reliability diagrams from the stored bins, uncertainty as an error
+tests (:mod:`segunc.analysis.stats`), reliability diagrams from the stored bins, uncertainty as an error
 detector (pooled pixel AUROC / AUPRC per map, Spearman ρ of slice scores with 1 − Dice,
 risk–coverage and AURC), the review-queue outcome (threshold picked on the val split), aleatoric
 vs epistemic uncertainty, tumour-free slices and cost beside quality (:mod:`segunc.analysis`).
@@ -21,7 +21,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import settings, stats
+from .. import settings
+from ..analysis import stats
 from ..analysis import (BAD_DICE, UNCERTAINTY_MAPS, cost_quality, decomposition_summary, review_outcome,
                         risk_coverage_table, slice_scores, spearman_table, stored_error_stats, tumour_free_summary)
 from ..metrics import METRIC_NAMES

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ..analysis import risk_coverage
 from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES, ece_from_bins
-from ..stats import METRIC_LABELS, order_modes
+from ..analysis.stats import METRIC_LABELS, order_modes
 from ..viz import MODE_COLORS, mode_label
 
 __all__ = ["DPI", "metric_boxplots", "reliability_diagrams", "risk_coverage_curves", "decomposition_bars",

@@ -5,7 +5,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .metrics import METRIC_NAMES
+from ..metrics import METRIC_NAMES
 
 COLUMNS = [*METRIC_NAMES, "seconds"]
 

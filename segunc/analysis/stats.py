@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats as sst
 from statsmodels.stats.multitest import multipletests
 
-from .metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 __all__ = ["METRIC_LABELS", "MODE_ORDER", "aggregate", "paired_table", "bootstrap_ci", "describe", "FriedmanResult",
            "friedman", "pairwise_wilcoxon", "rank_biserial", "kendalls_w", "holm", "to_latex", "order_modes",
