@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segunc.calibration import (PixelSample, TemperatureScaler, calibration_slices, fit_temperature,
+from segunc.temperature import (PixelSample, TemperatureScaler, calibration_slices, fit_temperature,
                                 summarize_temperature_report, temperature_nll, temperature_report)
 from segunc.config import PipelineConfig
 from segunc.metrics import nll

@@ -93,7 +93,7 @@ def fit_temperature_arg(args: argparse.Namespace, data) -> None:
     """``--temperature fit``: fit T by NLL on val tumour slices (single pass) and put it in ``args``."""
     if getattr(args, "temperature", "1") != "fit":
         return
-    from ..calibration import fit_temperature_scaler
+    from ..temperature import fit_temperature_scaler
     from ..data import discover
     from ..runner.sweep import build_backend
 
