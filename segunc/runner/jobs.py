@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..config import PipelineConfig
-from ..store import ResultStore, canonical_json, default_cache_dir
+from .. import settings
+from ..store import ResultStore, canonical_json
 from ..store.db import transaction
 from ..store.keys import sha256_hex
 from ..store.locks import FileLock, holder, is_locked
@@ -42,7 +43,7 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 # ------------------------------------------------------------------------------- spec
 @lru_cache(maxsize=32)
 def _file_sha(path: str, size: int, mtime: float) -> str:
-    from ..backends.base import file_sha256
+    from ..fsutil import file_sha256
 
     return file_sha256(path)
 
@@ -87,10 +88,9 @@ class JobSpec:
         return parse_modes(self.modes)
 
     def data_root(self) -> Path:
-        from ..cli import default_data
         from ..data import resolve_root
 
-        return resolve_root(self.data if self.data is not None else default_data()).resolve()
+        return resolve_root(settings.data_dir(self.data)).resolve()
 
     def weights_path(self) -> str | None:
         if self.weights is not None:
@@ -158,7 +158,7 @@ def worker_lock(root: Path | str, device: str = "cpu") -> FileLock:
 
 
 def worker_alive(cache_dir: Path | str | None = None, device: str = "cpu") -> bool:
-    root = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().resolve()
+    root = settings.store_dir(cache_dir).resolve()
     return is_locked(worker_lock(root, device).path)
 
 
@@ -296,7 +296,7 @@ def ensure_worker(cache_dir: Path | str | None = None, device: str = "cpu", idle
 
 def worker_info(cache_dir: Path | str | None = None, device: str = "cpu") -> dict | None:
     """``{"host", "pid", "since"}`` of the live worker of ``device``, else None."""
-    root = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().resolve()
+    root = settings.store_dir(cache_dir).resolve()
     path = worker_lock(root, device).path
     return holder(path) if is_locked(path) else None
 
@@ -426,7 +426,7 @@ def estimate_cost(spec: JobSpec, seconds_per_forward: dict | None = None, store:
     from ..pipeline import required_modes
 
     config = spec.pipeline_config()
-    if store is None and (default_cache_dir() / "store.sqlite").exists():
+    if store is None and (settings.store_dir() / "store.sqlite").exists():
         store = ResultStore()
     if slices is None:
         slices = len(_select(spec))
