@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from segunc.data.upload import SIZE, UploadError, check_box, decode_image, decode_mask, evaluate_upload, load_upload
+from segunc.data.upload import SIZE, UploadError, check_box, decode_image, decode_mask, load_upload
+from segunc.pipeline_upload import evaluate_upload
 from tests.conftest import VAL_TUMOUR
 from tests.conftest_app import APP, app_env, app_store  # noqa: F401
 

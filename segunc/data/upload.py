@@ -24,7 +24,7 @@ Policies (each applied step is recorded in :attr:`UploadedSlice.notes` and shown
   colour mask must be grey or have one colour). More than two values (a label map, an
   antialiased drawing) is rejected with the values found. It must have the image's original size.
 
-:func:`evaluate_upload` runs :func:`segunc.pipeline.evaluate_slice` on the decoded slice, with an
+:func:`segunc.pipeline_upload.evaluate_upload` runs :func:`segunc.pipeline.evaluate_slice` on the decoded slice, with an
 optional typed box for the MedSAM family; without a mask it returns no metrics.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -343,28 +343,3 @@ def check_box(box: Sequence[float] | None, shape: tuple[int, int] = (SIZE, SIZE)
                          f"0 ≤ y0 < y1 ≤ {h - 1} (pixels of the {w} × {h} slice)")
     return b.astype(np.float32)
 
-
-# ------------------------------------------------------------------------------------------ run
-def evaluate_upload(backend, upload: UploadedSlice, modes: Iterable[str], config,
-                    box: Sequence[float] | None = None, on_mode: Callable[[str], None] | None = None) -> dict:
-    """Run ``modes`` of ``backend`` on an uploaded slice (:func:`segunc.pipeline.evaluate_slice`).
-
-    MedSAM-family backends need a box: ``box`` (xyxy, 256 × 256 pixels), else the bounding box of
-    the uploaded mask grown by the backend's ``box_margin``. Without a mask the results carry
-    no metrics (``metrics == {}``) — there is nothing to score against. Nothing is stored."""
-    from ..pipeline import evaluate_slice
-
-    b = check_box(box, upload.image.shape[:2])
-    if backend.needs_box and b is None and not upload.has_tumour:
-        raise ValueError(f"backend '{backend.name}' needs a box prompt: type a box (x0, y0, x1, y1) or upload a "
-                         "mask with tumour pixels (its bounding box is used)")
-    modes = list(modes)
-    if not modes:
-        raise ValueError("choose at least one mode")
-    results = evaluate_slice(backend, upload, modes, config, on_mode=on_mode,
-                             box=b if backend.needs_box else None)
-    if not upload.has_mask:
-        for r in results.values():
-            r.metrics = {}
-            r.tumour_px = 0
-    return results
