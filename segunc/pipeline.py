@@ -52,27 +52,30 @@ def _requires(name: str, config: PipelineConfig) -> list[str]:
     return get_step(name).requires(config) if name in POST_STEPS else []
 
 
-def _depth(name: str, config: PipelineConfig) -> int:
+def _depth(name: str, config: PipelineConfig, path: tuple[str, ...] = ()) -> int:
     """0 for a sampling mode, 1 + the deepest dependency for a post-processing step."""
-    deps = _requires(name, config)
-    return 1 + max((_depth(d, config) for d in deps), default=-1) if name in POST_STEPS else 0
+    if name in path:
+        raise ValueError(f"post-processing steps depend on each other in a circle: {' -> '.join([*path, name])}")
+    if name not in POST_STEPS:
+        return 0
+    return 1 + max((_depth(d, config, (*path, name)) for d in _requires(name, config)), default=-1)
 
 
 def required_modes(requested: Iterable[str], config: PipelineConfig) -> list[str]:
     """Requested modes plus their dependencies, dependencies first (sampling modes, then steps by depth)."""
+    depth = {m: _depth(m, config) for m in dict.fromkeys(requested)}  # also refuses circular steps
     need: list[str] = []
 
     def add(m: str) -> None:
         for d in _requires(m, config):
-            if d not in need:
+            if d not in need and not (d in POST_STEPS and d in depth):  # a requested step is added at its own place
                 add(d)
         need.append(m)
 
-    for m in dict.fromkeys(requested):
+    for m in depth:
         if m not in need:
             add(m)
-    out = list(dict.fromkeys(need))
-    return sorted(out, key=lambda m: _depth(m, config))  # stable
+    return sorted(dict.fromkeys(need), key=lambda m: _depth(m, config))  # stable
 
 
 def make_mode(name: str, config: PipelineConfig):

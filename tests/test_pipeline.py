@@ -28,6 +28,32 @@ def test_plan_orders_dependencies():
     assert required_modes(["fusion"], samples) == ["noisy", "fusion"]
 
 
+def test_plan_is_the_former_fusion_crf_rule():
+    """The step registry plans exactly as the former hard-coded rule (fusion needs its sources, crf needs
+    fusion; sampling modes first, then fusion, then crf) for every request of up to 4 names."""
+    import itertools
+
+    def former(requested, config):
+        requested = list(dict.fromkeys(requested))
+        f = config.fusion
+        sources = [f.sample_mode] if f.source == "samples" else list(f.sources)
+        need = []
+        for m in requested:
+            if m == "crf" and "fusion" not in requested:
+                need += [*sources, "fusion"]
+            if m == "fusion":
+                need += sources
+            need.append(m)
+        return sorted(dict.fromkeys(need), key=lambda m: {"fusion": 1, "crf": 2}.get(m, 0))
+
+    names = ["normal", "mc_dropout", "tta", "noisy", "box_jitter", "fusion", "crf"]
+    for cfg in (PipelineConfig(), PipelineConfig(fusion=FusionConfig(source="samples", sample_mode="tta")),
+                PipelineConfig(fusion=FusionConfig(sources=("noisy", "mc_dropout")))):
+        for k in range(1, 5):
+            for req in itertools.permutations(names, k):
+                assert required_modes(req, cfg) == former(req, cfg), req
+
+
 def test_every_mode_has_maps_and_finite_metrics(results, val_slices):
     res, _ = results
     assert list(res) == ALL
