@@ -14,11 +14,12 @@ from pathlib import Path
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:  # `segunc` and `pages._common` import from the repository root
+if str(ROOT) not in sys.path:  # `segunc` and `pages._*` import from the repository root
     sys.path.insert(0, str(ROOT))
 
 from pages._access import account_menu, hidden_pages, require_access  # noqa: E402
-from pages._common import PAGE_FILES, keep_state  # noqa: E402
+from pages._filters import keep_state  # noqa: E402
+from pages._settings import PAGE_FILES  # noqa: E402
 
 st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=":material/blur_on:", layout="wide",
                    initial_sidebar_state="expanded")

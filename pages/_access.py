@@ -5,10 +5,13 @@ set-up in docs/server.md. app.py calls :func:`require_access` before ``st.naviga
 from __future__ import annotations
 
 import logging
+import math
 
 import streamlit as st
 
-from pages._common import access_config, store_root
+from pages._settings import access_config
+from segunc import settings
+from segunc.access import VIEWER, AccessError, LoginThrottle, Principal, snapshot_label
 
 log = logging.getLogger("segunc.app")
 
@@ -19,8 +22,6 @@ _AUTH_KEY = "_segunc_user"  # session state (held by the server, never sent to t
 
 def _principal(cfg):
     """The session's Principal under ``cfg``, or None when nobody (allowed) is logged in."""
-    from segunc.access import Principal
-
     if not cfg.login_required:
         return cfg.anonymous()
     user = st.user
@@ -35,8 +36,6 @@ def _principal(cfg):
 def principal():
     """Who uses this session (:class:`segunc.access.Principal`); a viewer with no name when nobody is
     logged in (pages check ``principal().can_run`` before any job or upload: defence in depth)."""
-    from segunc.access import VIEWER, AccessError, Principal
-
     try:
         cfg = access_config()
         p = None if cfg.problems else _principal(cfg)
@@ -56,8 +55,6 @@ def hidden_pages(who=None) -> set[str]:
 
 @st.cache_resource(show_spinner=False)
 def _throttle():
-    from segunc.access import LoginThrottle
-
     return LoginThrottle()  # one per server process: failed attempts from every session count
 
 
@@ -70,8 +67,6 @@ def _shut(message: str, detail: str | None = None) -> None:
 
 
 def _password_login(cfg, name: str, password: str) -> None:
-    import math
-
     throttle = _throttle()
     wait = throttle.wait_s(name)
     if wait > 0:
@@ -146,9 +141,8 @@ def account_menu(who) -> None:
 
 def require_access():
     """The gate (call in app.py before st.navigation): returns the session's Principal, or shows the
-    sign-in page and stops. With no login configured (local use) it lets everyone in, as a runner."""
-    from segunc.access import AccessError
-
+    sign-in page and stops. With no login configured (local use) it lets everyone in, as a runner.
+    In demo mode nothing is downloaded: pages pass ``offline=`` (see :func:`pages._settings.offline`)."""
     try:
         cfg = access_config()
     except AccessError as exc:
@@ -162,13 +156,8 @@ def require_access():
         _login_page(cfg)
         return None
     if cfg.read_only:
-        import os
-
-        from segunc.access import snapshot_label
-
-        os.environ["SEGUNC_OFFLINE"] = "1"  # this process downloads nothing (segunc.fetch checks it)
-
-        label = snapshot_label(store_root())
-        st.info(f"**Demo (read-only)** — results from snapshot {label or f'in `{store_root()}`'}. Nothing is "
+        root = settings.store_dir()
+        label = snapshot_label(root)
+        st.info(f"**Demo (read-only)** — results from snapshot {label or f'in `{root}`'}. Nothing is "
                 "computed, queued, uploaded or downloaded here.", icon=":material/lock:")
     return who

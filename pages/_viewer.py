@@ -7,6 +7,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from pages._data import slice_index
+from segunc import settings, viz
+from segunc.backends import BACKENDS, found_weights
+
 CHANNEL_NAMES = {0: "pre-contrast", 1: "FLAIR", 2: "post-contrast"}
 VIEW_MAPS = ("entropy", "variance", "mutual_information")
 PANEL_CSS = """<style>
@@ -47,8 +51,6 @@ def display_options(prefix: str) -> dict:
 
 def map_scale(maps, map_name: str, shared_max: bool) -> tuple[float, float]:
     """(lo, hi) of the heatmaps: the map's theoretical range, or up to the max over ``maps`` (None skipped)."""
-    from segunc import viz
-
     lo, hi = viz.MAP_RANGES[map_name]
     if shared_max:
         vals = [float(np.nanmax(m[map_name])) for m in maps if m is not None]
@@ -61,8 +63,6 @@ def result_panel(title: str, image: np.ndarray, maps: dict | None, gt: np.ndarra
     """One bordered panel: title, the prediction over the image (TP / FP / FN against ``gt``; the
     prediction alone when ``gt`` is None), the ``map_name`` heatmap on ``scale`` and the metrics
     of ``row``. Returns the (overlay, heatmap) images shown, (None, None) without maps."""
-    from segunc import viz
-
     ov = heat = None
     with st.container(border=True):
         st.markdown(title)
@@ -79,19 +79,14 @@ def result_panel(title: str, image: np.ndarray, maps: dict | None, gt: np.ndarra
 def backend_readiness() -> dict[str, str | None]:
     """Per registered backend: None if it can run here (weights found; UniverSeg also needs the LGG
     data for its support set), else why not."""
-    from pages._common import data_root, slice_index
-    from segunc.backends import BACKENDS
-
-    from segunc.backends import found_weights
-
     out: dict[str, str | None] = {}
     for name, found in found_weights().items():
         cls = BACKENDS.get(name)
         why = None if found is not None else (cls.weights_hint or "weights missing")
         if why is None and cls.needs_support:
             try:
-                slice_index(str(data_root()))
+                slice_index(str(settings.data_dir()))
             except Exception:  # noqa: BLE001
-                why = f"needs the LGG data (its support set is drawn from train slices); none at `{data_root()}`"
+                why = f"needs the LGG data (its support set is drawn from train slices); none at `{settings.data_dir()}`"
         out[name] = why
     return out

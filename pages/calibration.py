@@ -4,14 +4,20 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._common import selected_results, ensure_app, guard, open_clicked, reliability
+from pages._data import reliability
+from pages._errors import guard
+from pages._filters import open_clicked, selected_results
+from pages._settings import ensure_app
 from segunc import viz
 from segunc.analysis import stats
-from segunc.metrics import ece_from_bins
+from segunc.analysis.reliability import calibration_table
 
 ensure_app()
 
 CAL = ("nll", "ece", "brier")
+#: columns of the pooled table on this page (the CSV has the same)
+POOLED_COLUMNS = ["backend", "mode", "slices", "pixels", "pooled ECE", "mean per-slice ECE"]
+PNG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
 @st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=16)
@@ -19,71 +25,73 @@ def _describe(sel: pd.DataFrame):
     return stats.describe(sel, CAL, n_resamples=2000)
 
 
-def _ordered(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows in display order: backends as registered, modes as in the paper."""
-    df = df.assign(backend=pd.Categorical(df["backend"], stats.order_backends(df["backend"]), ordered=True),
-                   mode=pd.Categorical(df["mode"], stats.order_modes(df["mode"]), ordered=True))
-    return df.sort_values(["backend", "mode"])
+def _png(filename: str) -> dict:
+    return {**PNG, "toImageButtonOptions": {**PNG["toImageButtonOptions"], "filename": filename}}
+
+
+def reliability_section(sel: pd.DataFrame) -> None:
+    """Reliability diagrams pooled over every pixel, the pooled-ECE table and the bins as CSV."""
+    st.subheader("Reliability diagrams", divider="gray")
+    bins, table = calibration_table(sel, reliability)
+    st.plotly_chart(viz.reliability_figure(bins), width="stretch", key="cal_rel", config=_png("segunc_reliability"))
+    pooled = table[POOLED_COLUMNS]
+    st.dataframe(pooled, hide_index=True, width="stretch", height=38 + 35 * len(pooled),
+                 column_config={"pooled ECE": st.column_config.NumberColumn(format="%.5f"),
+                                "mean per-slice ECE": st.column_config.NumberColumn(format="%.5f"),
+                                "pixels": st.column_config.NumberColumn(format="localized")})
+    bins_csv = pd.DataFrame([{"backend": b, "mode": m, "bin": i, "count": int(v["counts"][i]),
+                              "sum_confidence": float(v["sum_confidence"][i]), "sum_correct": float(v["sum_correct"][i])}
+                             for (b, m), v in bins.items() for i in range(len(v["counts"]))])
+    c1, c2, _ = st.columns([1, 1, 3])
+    c1.download_button("Pooled ECE (CSV)", pooled.to_csv(index=False), file_name="segunc_pooled_ece.csv",
+                       mime="text/csv", icon=":material/download:", width="stretch")
+    c2.download_button("Reliability bins (CSV)", bins_csv.to_csv(index=False), file_name="segunc_reliability_bins.csv",
+                       mime="text/csv", icon=":material/download:", width="stretch")
+
+
+def metrics_section(sel: pd.DataFrame) -> None:
+    """NLL, ECE and Brier per slice: bars with bootstrap CIs, the table, box plots and downloads."""
+    st.subheader("NLL, ECE and Brier score per slice", divider="gray")
+    desc = _describe(sel)
+    st.plotly_chart(viz.calibration_figure(desc), width="stretch", key="cal_bars", config=_png("segunc_calibration"))
+    st.caption("Bars: mean over slices; whiskers: 95 % BCa bootstrap CI of the mean. Lower is better for all three.")
+    wide = _ci_table(desc)
+    st.dataframe(wide, hide_index=True, width="stretch", height=38 + 35 * len(wide))
+    _box_plots(sel)
+    c1, c2, _ = st.columns([1, 1, 3])
+    c1.download_button("Calibration table (CSV)", desc.to_csv(index=False), file_name="segunc_calibration.csv",
+                       mime="text/csv", icon=":material/download:", width="stretch")
+    c2.download_button("Calibration table (LaTeX)", stats.to_latex(desc, CAL, stat="mean_ci", label="tab:segunc-calibration"),
+                       file_name="segunc_calibration.tex", mime="text/x-tex", icon=":material/functions:", width="stretch")
+
+
+def _ci_table(desc: pd.DataFrame) -> pd.DataFrame:
+    """One row per backend × mode, one ``mean [CI low, CI high]`` cell per metric."""
+    wide = desc.assign(cell=[f"{m:.4f} [{lo:.4f}, {hi:.4f}]" for m, lo, hi in zip(desc["mean"], desc["ci_low"], desc["ci_high"])])
+    wide = wide.pivot_table(index=["backend", "mode"], columns="metric", values="cell", aggfunc="first")
+    wide = wide.reindex(columns=[c for c in CAL if c in wide.columns]).rename(columns=stats.METRIC_LABELS).reset_index()
+    return stats.sort_by_backend_mode(wide)
+
+
+def _box_plots(sel: pd.DataFrame) -> None:
+    """One box plot per metric; a clicked point opens that slice on the Compare page."""
+    for col, metric in zip(st.columns(3), CAL):
+        with col:
+            fig = viz.distribution_figure(sel, metric, "box", points="all" if len(sel) <= 6000 else "outliers",
+                                          height=330, title=stats.METRIC_LABELS[metric])
+            ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"cal_box_{metric}",
+                                 config={"displaylogo": False})
+            open_clicked(ev, f"cal_box_{metric}")
 
 
 st.title("Calibration")
 
 with guard("The calibration page"):
-    sel = selected_results()
+    selection = selected_results()
     st.caption("Top-label calibration: each pixel's confidence max(p, 1 − p) against whether its predicted label is "
                "correct, pooled over all pixels of the selected slices (10 equal-width bins; confidence ≥ 0.5). "
                "A well-calibrated model's bars touch the diagonal; the hatched gap is the miscalibration.")
-
     with guard("The reliability diagrams"):
-        st.subheader("Reliability diagrams", divider="gray")
-        bins, rows = {}, []
-        for (backend, mode), g in sel.groupby(["backend", "mode"], sort=False):
-            b = reliability(g["key"].tolist())
-            bins[(backend, mode)] = b
-            rows.append({"backend": backend, "mode": mode, "slices": g["slice_id"].nunique(),
-                         "pixels": int(b["counts"].sum()),
-                         "pooled ECE": ece_from_bins(b["counts"], b["sum_confidence"], b["sum_correct"]),
-                         "mean per-slice ECE": float(g["ece"].mean())})
-        fig = viz.reliability_figure(bins)
-        st.plotly_chart(fig, width="stretch", key="cal_rel",
-                        config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2,
-                                                                               "filename": "segunc_reliability"}})
-        pooled = _ordered(pd.DataFrame(rows))
-        st.dataframe(pooled, hide_index=True, width="stretch", height=38 + 35 * len(pooled),
-                     column_config={"pooled ECE": st.column_config.NumberColumn(format="%.5f"),
-                                    "mean per-slice ECE": st.column_config.NumberColumn(format="%.5f"),
-                                    "pixels": st.column_config.NumberColumn(format="localized")})
-        bins_csv = pd.DataFrame([{"backend": b, "mode": m, "bin": i, "count": int(v["counts"][i]),
-                                  "sum_confidence": float(v["sum_confidence"][i]), "sum_correct": float(v["sum_correct"][i])}
-                                 for (b, m), v in bins.items() for i in range(len(v["counts"]))])
-        c1, c2, _ = st.columns([1, 1, 3])
-        c1.download_button("Pooled ECE (CSV)", pooled.to_csv(index=False), file_name="segunc_pooled_ece.csv",
-                           mime="text/csv", icon=":material/download:", width="stretch")
-        c2.download_button("Reliability bins (CSV)", bins_csv.to_csv(index=False), file_name="segunc_reliability_bins.csv",
-                           mime="text/csv", icon=":material/download:", width="stretch")
-
+        reliability_section(selection)
     with guard("The calibration metrics"):
-        st.subheader("NLL, ECE and Brier score per slice", divider="gray")
-        desc = _describe(sel)
-        st.plotly_chart(viz.calibration_figure(desc), width="stretch", key="cal_bars",
-                        config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2,
-                                                                               "filename": "segunc_calibration"}})
-        st.caption("Bars: mean over slices; whiskers: 95 % BCa bootstrap CI of the mean. Lower is better for all three.")
-        wide = desc.assign(cell=[f"{m:.4f} [{lo:.4f}, {hi:.4f}]" for m, lo, hi in zip(desc["mean"], desc["ci_low"], desc["ci_high"])])
-        wide = wide.pivot_table(index=["backend", "mode"], columns="metric", values="cell", aggfunc="first")
-        wide = wide.reindex(columns=[c for c in CAL if c in wide.columns]).rename(columns=stats.METRIC_LABELS).reset_index()
-        wide = _ordered(wide)
-        st.dataframe(wide, hide_index=True, width="stretch", height=38 + 35 * len(wide))
-        cols = st.columns(3)
-        for col, metric in zip(cols, CAL):
-            with col:
-                fig = viz.distribution_figure(sel, metric, "box", points="all" if len(sel) <= 6000 else "outliers",
-                                              height=330, title=stats.METRIC_LABELS[metric])
-                ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"cal_box_{metric}",
-                                     config={"displaylogo": False})
-                open_clicked(ev, f"cal_box_{metric}")
-        c1, c2, _ = st.columns([1, 1, 3])
-        c1.download_button("Calibration table (CSV)", desc.to_csv(index=False), file_name="segunc_calibration.csv",
-                           mime="text/csv", icon=":material/download:", width="stretch")
-        c2.download_button("Calibration table (LaTeX)", stats.to_latex(desc, CAL, stat="mean_ci", label="tab:segunc-calibration"),
-                           file_name="segunc_calibration.tex", mime="text/x-tex", icon=":material/functions:", width="stretch")
+        metrics_section(selection)

@@ -10,11 +10,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._common import (selected_results, PAGE_FILES, ensure_app, guard, load_maps, metrics_frame, slice_arrays)
+from pages._data import load_maps, metrics_frame, slice_arrays
+from pages._errors import guard
+from pages._filters import selected_results
+from pages._settings import PAGE_FILES, ensure_app
 from pages._viewer import CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, display_options, map_scale, result_panel
 from segunc import viz
 from segunc.metrics import METRIC_NAMES
-from segunc.analysis.stats import METRIC_LABELS, order_backends, order_modes
+from segunc.analysis.stats import METRIC_LABELS, order_backends, order_modes, sort_by_backend_mode
 
 ensure_app()
 
@@ -75,14 +78,9 @@ def _step(order: list[str], delta: int) -> None:
     ss["cmp_slice"] = order[(i + delta) % len(order)]
 
 
-st.title("Compare a slice")
-
-with guard("The slice comparison"):
-    sel = selected_results(prepare=_apply_link)
-    backends = order_backends(sel["backend"])
-    modes = order_modes(sel["mode"])
-
-    # ---------------------------------------------------------------- controls
+def view_controls(sel: pd.DataFrame, backends: list[str], modes: list[str]) -> tuple[str, str, int, list[str], dict]:
+    """Slice order (by id, Dice or mean uncertainty of a reference backend × mode), map and channel.
+    Returns (sort, map name, channel, slice order, score of each ranked slice)."""
     c1, c2, c3, c4, c5 = st.columns([1.4, 1.0, 1.0, 1.1, 0.9])
     if ss.get("cmp_sort") not in SORTS:
         ss["cmp_sort"] = "slice"
@@ -99,17 +97,18 @@ with guard("The slice comparison"):
 
     slices = sorted(sel["slice_id"].unique(), key=_natural)
     if sort == "slice":
-        order, score = slices, {}
-    else:
-        col = "dice" if sort.startswith("dice") else MEAN_COL[map_name]
-        ref = sel[(sel["backend"] == ref_b) & (sel["mode"] == ref_m)]
-        score = ref.groupby("slice_id")[col].mean().to_dict() if col in ref.columns else {}
-        ranked = sorted(score, key=lambda s: (score[s], _natural(s)), reverse=sort.endswith("desc"))
-        order = ranked + [s for s in slices if s not in score]
+        return sort, map_name, channel, slices, {}
+    col = "dice" if sort.startswith("dice") else MEAN_COL[map_name]
+    ref = sel[(sel["backend"] == ref_b) & (sel["mode"] == ref_m)]
+    score = ref.groupby("slice_id")[col].mean().to_dict() if col in ref.columns else {}
+    ranked = sorted(score, key=lambda s: (score[s], _natural(s)), reverse=sort.endswith("desc"))
+    return sort, map_name, channel, ranked + [s for s in slices if s not in score], score
+
+
+def slice_navigator(order: list[str], score: dict, sort: str) -> str:
+    """Prev / next buttons (← / → keys) around the slice picker; returns the slice shown."""
     if ss.get("cmp_slice") not in order:
         ss["cmp_slice"] = order[0]
-
-    st.markdown(PANEL_CSS, unsafe_allow_html=True)
     n1, n2, n3, n4 = st.columns([1.1, 5, 1.1, 1.2], vertical_alignment="bottom")
     n1.button("Prev", key="cmp_prev", on_click=_step, args=(order, -1), icon=":material/chevron_left:",
               shortcut="Left", width="stretch", help="Previous slice (← key)")
@@ -118,26 +117,13 @@ with guard("The slice comparison"):
                             format_func=lambda s: f"{s}  ·  {what} {score[s]:.3f}" if s in score else s)
     n3.button("Next", key="cmp_next", on_click=_step, args=(order, 1), icon=":material/chevron_right:",
               shortcut="Right", width="stretch", help="Next slice (→ key)")
-    pos = order.index(slice_id)
-    n4.markdown(f"**{pos + 1}** of {len(order)} slices")
+    n4.markdown(f"**{order.index(slice_id) + 1}** of {len(order)} slices")
+    return slice_id
 
-    view = display_options("cmp")
-    zoom, cmap = view["zoom"], view["cmap"]
 
-    _write_link(metrics_frame(), slice_id, map_name, backends, modes)
-    focus = ss.get("cmp_focus", "")
-
-    # ------------------------------------------------------------------ data
-    image, gt = slice_arrays(slice_id)
-    rows = sel[sel["slice_id"] == slice_id].set_index(["backend", "mode"])
-    rows = rows[~rows.index.duplicated(keep="last")]
-    maps = {bm: load_maps(rows.loc[bm, "key"]) for bm in rows.index}
-    missing_maps = [bm for bm, m in maps.items() if m is None]
-    lo, hi = map_scale(maps.values(), map_name, view["shared_max"])
-    box = viz.crop_box([gt, *[m["mask"] for m in maps.values() if m is not None]], gt.shape) if zoom \
-        else (0, gt.shape[0], 0, gt.shape[1])
-
-    # ----------------------------------------------------------------- header
+def slice_header(slice_id: str, image: np.ndarray, gt: np.ndarray, rows: pd.DataFrame, missing_maps: list,
+                 map_name: str, scale: tuple[float, float], box, channel: int, cmap: str) -> None:
+    """The slice with its ground truth, who it is, the legend and the shared colour bar."""
     h1, h2 = st.columns([1, 3])
     with h1:
         st.image(viz.crop(viz.overlay(image, None, gt, alpha=0.35, channel=channel), box),
@@ -148,7 +134,7 @@ with guard("The slice comparison"):
         st.markdown(f"### {slice_id}\nPatient **{pid}** · split **{split}** · tumour **{int(gt.sum()):,} px** "
                     f"({gt.mean():.2%} of the image) · {len(rows)} stored results")
         st.markdown(viz.legend_html(), unsafe_allow_html=True)
-        st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", cmap),
+        st.markdown(viz.colorbar_html(*scale, viz.MAP_LABELS[map_name] + " — every uncertainty panel", cmap),
                     unsafe_allow_html=True)
         if missing_maps:
             st.warning("Maps missing in the store for " + ", ".join(f"{b}/{m}" for b, m in missing_maps)
@@ -156,7 +142,11 @@ with guard("The slice comparison"):
         st.page_link(PAGE_FILES["dataset"], label="This patient in the Dataset browser",
                      icon=":material/photo_library:", query_params={"patient": slice_id.rsplit("_", 1)[0]})
 
-    # ------------------------------------------------------------------- grid
+
+def panel_grid(backends: list[str], modes: list[str], rows: pd.DataFrame, maps: dict, image: np.ndarray,
+               gt: np.ndarray, map_name: str, scale: tuple[float, float], view: dict, channel: int, box,
+               focus: str) -> tuple[list[list[np.ndarray | None]], list[str]]:
+    """One row of panels per backend, one column per mode; returns the shown images for the PNG download."""
     grid_rows: list[list[np.ndarray | None]] = []
     grid_labels: list[str] = []
     for backend in backends:
@@ -167,27 +157,26 @@ with guard("The slice comparison"):
         for j, (col, mode) in enumerate(zip(cols, modes)):
             with col:
                 title = viz.mode_label(mode)
-                if f"{backend}:{mode}" == focus:
-                    title = f":blue[**{title}**] :material/my_location:"
-                else:
-                    title = f"**{title}**"
+                title = f":blue[**{title}**] :material/my_location:" if f"{backend}:{mode}" == focus else f"**{title}**"
                 if (backend, mode) not in rows.index:
                     st.markdown(title)
                     st.caption("not computed for this slice")
                     continue
-                ov_row[j], heat_row[j] = result_panel(title, image, maps.get((backend, mode)), gt, map_name, (lo, hi),
+                ov_row[j], heat_row[j] = result_panel(title, image, maps.get((backend, mode)), gt, map_name, scale,
                                                       view, channel, box, row=rows.loc[(backend, mode)])
         if any(x is not None for x in ov_row):
             grid_rows += [ov_row, heat_row]
             grid_labels += [f"{backend} prediction", f"{backend} {map_name}"]
+    return grid_rows, grid_labels
 
-    # -------------------------------------------------------------- downloads
+
+def slice_metrics(slice_id: str, rows: pd.DataFrame, modes: list[str], map_name: str, grid_rows: list,
+                  grid_labels: list[str]) -> None:
+    """This slice's metrics table, as CSV, and every panel as one PNG."""
     st.subheader("This slice's metrics", divider="gray")
     present = [c for c in METRIC_NAMES if c in rows.columns]
     table = rows[present + [c for c in ("seconds", "pred_px", "threshold") if c in rows.columns]].reset_index()
-    table["mode"] = pd.Categorical(table["mode"], order_modes(table["mode"]), ordered=True)
-    table["backend"] = pd.Categorical(table["backend"], order_backends(table["backend"]), ordered=True)
-    table = table.sort_values(["backend", "mode"])
+    table = sort_by_backend_mode(table)
     st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch", height=38 + 35 * len(table),
                  column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f") for c in present})
     d1, d2, _ = st.columns([1, 1, 3])
@@ -197,3 +186,34 @@ with guard("The slice comparison"):
         d2.download_button("Panels (PNG)", lambda: viz.grid_png(grid_rows, grid_labels, [viz.mode_label(m) for m in modes]),
                            file_name=f"{slice_id}_{map_name}.png", mime="image/png", icon=":material/image:",
                            width="stretch")
+
+
+def slice_results(sel: pd.DataFrame, slice_id: str) -> tuple[pd.DataFrame, dict]:
+    """The slice's results indexed by (backend, mode) (the newest of duplicates) and their stored maps."""
+    rows = sel[sel["slice_id"] == slice_id].set_index(["backend", "mode"])
+    rows = rows[~rows.index.duplicated(keep="last")]
+    return rows, {bm: load_maps(rows.loc[bm, "key"]) for bm in rows.index}
+
+
+st.title("Compare a slice")
+
+with guard("The slice comparison"):
+    selection = selected_results(prepare=_apply_link)
+    shown_backends = order_backends(selection["backend"])
+    shown_modes = order_modes(selection["mode"])
+    sort_by, map_shown, channel_shown, slice_order, scores = view_controls(selection, shown_backends, shown_modes)
+    st.markdown(PANEL_CSS, unsafe_allow_html=True)
+    current = slice_navigator(slice_order, scores, sort_by)
+    options = display_options("cmp")
+    _write_link(metrics_frame(), current, map_shown, shown_backends, shown_modes)
+
+    img, truth = slice_arrays(current)
+    results, stored_maps = slice_results(selection, current)
+    colour_scale = map_scale(stored_maps.values(), map_shown, options["shared_max"])
+    crop = viz.crop_box([truth, *[m["mask"] for m in stored_maps.values() if m is not None]], truth.shape) \
+        if options["zoom"] else (0, truth.shape[0], 0, truth.shape[1])
+    slice_header(current, img, truth, results, [bm for bm, m in stored_maps.items() if m is None], map_shown,
+                 colour_scale, crop, channel_shown, options["cmap"])
+    panels, panel_labels = panel_grid(shown_backends, shown_modes, results, stored_maps, img, truth, map_shown,
+                                      colour_scale, options, channel_shown, crop, ss.get("cmp_focus", ""))
+    slice_metrics(current, results, shown_modes, map_shown, panels, panel_labels)

@@ -1,12 +1,21 @@
 """Set-up: what data, weights and results were found, and the pipeline at a glance."""
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from pages._common import (PAGE_FILES, data_root, ensure_app, guard, metrics_frame, runs, slice_index, store_root,
-                           tumour_sizes)
+from pages._access import hidden_pages, principal
+from pages._data import metrics_frame, runs, slice_index, tumour_sizes
+from pages._errors import explain, guard
+from pages._settings import PAGE_FILES, ensure_app, offline
+from segunc import fetch as F, settings
+from segunc.backends import BACKENDS, found_weights
+from segunc.config import PipelineConfig, defaults_table
+from segunc.analysis.stats import order_modes
 
 ensure_app()
 
@@ -32,10 +41,6 @@ digraph G {{
 
 def _may_download() -> str | None:
     """Why this session may not download (demo mode, a viewer), None if it may."""
-    try:
-        from pages._access import principal
-    except ImportError:  # an app without server / demo modes
-        return None
     who = principal()
     if who.can_run:
         return None
@@ -45,17 +50,11 @@ def _may_download() -> str | None:
 
 @st.cache_data(show_spinner=False, ttl=30)
 def _asset_status(weights: str, data: str) -> dict:
-    from segunc.fetch import status
-
-    return {k: v.as_dict() for k, v in status(weights, data).items()}
+    return {k: v.as_dict() for k, v in F.status(weights, data).items()}
 
 
 def _fetch_one(name: str) -> None:
     """Download one asset with a progress bar; the outcome goes to session state for the next run."""
-    import time
-
-    from segunc import fetch as F, settings
-
     ss = st.session_state
     bar = st.progress(0.0, text=f"{name}: connecting…")
     last = [0.0]
@@ -74,9 +73,9 @@ def _fetch_one(name: str) -> None:
     try:
         if name == "lgg":
             bar.progress(0.0, text="lgg: downloading through kagglehub (~0.7 GB; no progress until it is unpacked)…")
-            F.fetch_lgg(settings.data_dir(), log=log.append)
+            F.fetch_lgg(settings.data_dir(), log=log.append, offline=offline())
         else:
-            F.fetch_weights(name, settings.weights_dir(), progress=progress, log=log.append)
+            F.fetch_weights(name, settings.weights_dir(), progress=progress, log=log.append, offline=offline())
     except F.OfflineError as exc:
         first, _, detail = str(exc).partition("\n")  # the first line says what to do; the rest is the cause
         ss["home_fetch"] = ("error", f"**No network — {name} was not downloaded.** {first}. On a machine with "
@@ -101,19 +100,14 @@ def _fetch_one(name: str) -> None:
 def _writable(path) -> bool:
     """Whether files should be created at ``path``: its nearest existing folder is writable and has a
     write bit (root may write anywhere; a folder made read-only on purpose stays untouched)."""
-    import os
-    from pathlib import Path
-
     p = Path(path).absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
     return os.access(p, os.W_OK) and bool(p.stat().st_mode & 0o222)
 
 
-def _downloads() -> None:
-    """Home's Downloads section: per missing asset, its licence, a confirmation box and a button."""
-    from segunc import fetch as F, settings
-
+def downloads_section() -> None:
+    """Per missing asset, its licence, a confirmation box and a button."""
     st.subheader("Downloads", divider="gray")
     ss = st.session_state
     if ss.get("_home_fetch_go"):
@@ -168,53 +162,48 @@ def pipeline_dot(cfg) -> str:
     return PIPELINE_DOT.format(p=cfg.p, sigma=cfg.sigma, n_tta=n_tta, crf_iters=cfg.crf.iterations)
 
 
-st.title("Segmentation uncertainty, without retraining")
-st.caption("Uncertainty from MC dropout, test-time augmentation and input noise, fused by uncertainty and refined by "
-           "a dense CRF, on LGG brain MRI — without retraining any model.")
-
-with guard("The data summary"):
+def data_section() -> None:
+    """The LGG data folder: patients and slices per split, or how to get the data."""
     st.subheader("Data", divider="gray")
-    root = data_root()
+    root = settings.data_dir()
     try:
         idx = slice_index(str(root))
-    except Exception as exc:  # a missing folder is a normal first-run state, not a page failure
-        from pages._common import explain
+    except Exception as exc:  # noqa: BLE001 - a missing folder is a normal first-run state, not a page failure
+        _no_data(root, exc)
+        return
+    c1, c2, c3 = st.columns([1, 1, 2])
+    c1.metric("Patients", f"{idx['patient_id'].nunique():,}")
+    c2.metric("Slices", f"{len(idx):,}")
+    c3.markdown(f"**Folder** `{root}`  \nPatient-level split (sha256 of the patient id): 70 % train, "
+                "15 % val, 15 % test. The paper evaluates tumour slices of val and test.")
+    per = idx.groupby("split").agg(patients=("patient_id", "nunique"), slices=("slice_id", "size"))
+    per = per.reindex([s for s in ("train", "val", "test") if s in per.index])
+    if st.session_state.get("count_tumours"):
+        sizes = tumour_sizes(tuple(idx["mask_path"]))
+        t = idx.assign(tumour=[s > 0 for s in sizes], unreadable=[s < 0 for s in sizes])
+        per["tumour slices"] = t.groupby("split")["tumour"].sum()
+        per["unreadable masks"] = t.groupby("split")["unreadable"].sum()
+    st.dataframe(per, width="content")
+    if not st.session_state.get("count_tumours"):
+        st.button("Count tumour slices (reads every mask once)", key="count_tumours_btn",
+                  on_click=lambda: st.session_state.update(count_tumours=True), icon=":material/calculate:")
 
-        st.warning(f"No LGG data at `{root}`. {explain(exc)}", icon=":material/folder_off:")
-        st.markdown("**To get it**, run this in the repository folder (it needs your Kaggle API credentials: "
-                    "`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` and `KAGGLE_KEY`; ~0.7 GB download; "
-                    "CC BY-NC-SA 4.0 licence):")
-        st.code("python -m segunc fetch lgg", language="bash")
-        st.markdown("or, if you already have the *LGG MRI Segmentation* dataset (Buda et al. 2019, Kaggle "
-                    "`mateuszbuda/lgg-mri-segmentation`), point the app at its `kaggle_3m` folder and restart it:")
-        st.code("export SEGUNC_DATA=/path/to/kaggle_3m\nstreamlit run app.py", language="bash")
-        st.caption("The Downloads section below does the same as `fetch lgg`, from here.")
-        idx = None
-    if idx is not None:
-        c1, c2, c3 = st.columns([1, 1, 2])
-        c1.metric("Patients", f"{idx['patient_id'].nunique():,}")
-        c2.metric("Slices", f"{len(idx):,}")
-        c3.markdown(f"**Folder** `{root}`  \nPatient-level split (sha256 of the patient id): 70 % train, "
-                    "15 % val, 15 % test. The paper evaluates tumour slices of val and test.")
-        per = idx.groupby("split").agg(patients=("patient_id", "nunique"), slices=("slice_id", "size"))
-        per = per.reindex([s for s in ("train", "val", "test") if s in per.index])
-        if st.session_state.get("count_tumours"):
-            sizes = tumour_sizes(tuple(idx["mask_path"]))
-            t = idx.assign(tumour=[s > 0 for s in sizes], unreadable=[s < 0 for s in sizes])
-            per["tumour slices"] = t.groupby("split")["tumour"].sum()
-            per["unreadable masks"] = t.groupby("split")["unreadable"].sum()
-        st.dataframe(per, width="content")
-        if not st.session_state.get("count_tumours"):
-            st.button("Count tumour slices (reads every mask once)", key="count_tumours_btn",
-                      on_click=lambda: st.session_state.update(count_tumours=True), icon=":material/calculate:")
 
-with guard("The model summary"):
-    from segunc.backends import BACKENDS
-    from segunc.settings import weights_dir as default_weights_dir
+def _no_data(root: Path, exc: Exception) -> None:
+    st.warning(f"No LGG data at `{root}`. {explain(exc)}", icon=":material/folder_off:")
+    st.markdown("**To get it**, run this in the repository folder (it needs your Kaggle API credentials: "
+                "`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` and `KAGGLE_KEY`; ~0.7 GB download; "
+                "CC BY-NC-SA 4.0 licence):")
+    st.code("python -m segunc fetch lgg", language="bash")
+    st.markdown("or, if you already have the *LGG MRI Segmentation* dataset (Buda et al. 2019, Kaggle "
+                "`mateuszbuda/lgg-mri-segmentation`), point the app at its `kaggle_3m` folder and restart it:")
+    st.code("export SEGUNC_DATA=/path/to/kaggle_3m\nstreamlit run app.py", language="bash")
+    st.caption("The Downloads section below does the same as `fetch lgg`, from here.")
 
+
+def models_section() -> None:
+    """Which backends have their weights, what each needs, and hints for the missing ones."""
     st.subheader("Models", divider="gray")
-    from segunc.backends import found_weights
-
     rows = []
     for name, found in found_weights().items():
         cls = BACKENDS.get(name)
@@ -223,7 +212,7 @@ with guard("The model summary"):
                      "needs": needs, "hint": cls.weights_hint})
     models = pd.DataFrame(rows)
     ready = models[models["ready"]]["backend"].tolist()
-    st.markdown(f"Weights folder `{default_weights_dir()}` (`SEGUNC_WEIGHTS`). "
+    st.markdown(f"Weights folder `{settings.weights_dir()}` (`SEGUNC_WEIGHTS`). "
                 + (f"Ready: **{', '.join(ready)}**." if ready else "No backend is ready yet."))
     st.dataframe(models.drop(columns=["hint"]), hide_index=True, width="stretch",
                  column_config={"ready": st.column_config.CheckboxColumn("ready", width="small"),
@@ -234,10 +223,9 @@ with guard("The model summary"):
     if len(missing):
         st.markdown("**Missing weights**\n" + "\n".join(f"- **{r.backend}**: {r.hint}" for r in missing.itertuples()))
 
-with guard("The downloads"):
-    _downloads()
 
-with guard("The results summary"):
+def results_section() -> None:
+    """What the results store holds: results, slices, runs, and a backend × mode count."""
     st.subheader("Results store", divider="gray")
     df = metrics_frame()
     run_table = runs()
@@ -246,26 +234,22 @@ with guard("The results summary"):
     c2.metric("Slices", f"{df['slice_id'].nunique():,}" if len(df) else "0")
     c3.metric("Runs", f"{len(run_table):,}")
     c4.metric("Backends × modes", f"{df.groupby(['backend', 'mode']).ngroups}" if len(df) else "0")
-    st.markdown(f"**Folder** `{store_root()}` (`SEGUNC_CACHE`)")
+    st.markdown(f"**Folder** `{settings.store_dir()}` (`SEGUNC_CACHE`)")
     if len(df):
         counts = df.pivot_table(index="backend", columns="mode", values="key", aggfunc="count", fill_value=0)
-        from segunc.analysis.stats import order_modes
-
         st.dataframe(counts[order_modes(counts.columns)], width="content")
     else:
         st.info("No results yet: queue a sweep on the Run page.", icon=":material/inbox:")
 
-with guard("The pipeline overview"):
-    st.subheader("The pipeline at a glance", divider="gray")
-    from segunc.config import PipelineConfig, defaults_table
 
+def pipeline_section() -> None:
+    """The pipeline diagram, the paper's defaults (from :class:`PipelineConfig`) and links to the pages."""
+    st.subheader("The pipeline at a glance", divider="gray")
     cfg = PipelineConfig()
     st.graphviz_chart(pipeline_dot(cfg), width="stretch")
     st.markdown("**Paper defaults** (§3.2–3.4; change them per sweep on the Run page)")
     st.dataframe(pd.DataFrame(defaults_table(cfg), columns=["setting", "value", "paper"]),
                  hide_index=True, width="stretch", column_config={"value": st.column_config.TextColumn(width="large")})
-    from pages._access import hidden_pages
-
     hide = hidden_pages()  # a viewer has no Run page to link to
     cols = st.columns(5)
     for col, (key, label, icon) in zip(cols, [("dataset", "Browse the data", ":material/photo_library:"),
@@ -275,3 +259,19 @@ with guard("The pipeline overview"):
                                               ("calibration", "Calibration", ":material/tune:")]):
         if key not in hide:
             col.page_link(PAGE_FILES[key], label=label, icon=icon)
+
+
+st.title("Segmentation uncertainty, without retraining")
+st.caption("Uncertainty from MC dropout, test-time augmentation and input noise, fused by uncertainty and refined by "
+           "a dense CRF, on LGG brain MRI — without retraining any model.")
+
+with guard("The data summary"):
+    data_section()
+with guard("The model summary"):
+    models_section()
+with guard("The downloads"):
+    downloads_section()
+with guard("The results summary"):
+    results_section()
+with guard("The pipeline overview"):
+    pipeline_section()

@@ -5,9 +5,22 @@ import time
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from pages._access import principal
-from pages._common import data_root, ensure_app, explain, fmt_seconds, guard, store, store_root, user_path
+from pages._data import store
+from pages._errors import explain, guard
+from pages._format import fmt_seconds
+from pages._settings import ensure_app, user_path
+from pages._viewer import backend_readiness
+from segunc import settings
+from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,
+                           UNCERTAINTIES, CRFParams, FusionConfig, PipelineConfig)
+from segunc.pipeline import all_mode_names
+from segunc.runner.jobs import (JobSpec, cancel_job, ensure_worker, estimate_cost, job_status, list_jobs, submit_job,
+                                worker_alive)
+from segunc.runner.sweep import DEFAULT_MODES
+from segunc.store import ResultStore
 
 ensure_app()
 
@@ -28,24 +41,16 @@ def _reset() -> None:
 
 @st.cache_data(show_spinner="Estimating the cost…", ttl=120, max_entries=64)
 def _estimate(spec_dict: dict, root: str) -> dict:
-    from segunc.runner.jobs import JobSpec, estimate_cost
-    from segunc.store import ResultStore
-
     return estimate_cost(JobSpec.from_dict(spec_dict), store=ResultStore(root))
 
 
 def _ready_backends() -> tuple[list[str], dict[str, str]]:
-    from pages._viewer import backend_readiness
-
     status = backend_readiness()
     return [n for n, why in status.items() if why is None], {n: why for n, why in status.items() if why is not None}
 
 
 def _config():
     """The PipelineConfig the widgets describe."""
-    from segunc.config import FusionConfig, PipelineConfig
-    from segunc.refine.crf import CRFParams
-
     thr = ss["run_thr"]
     tparams = {}
     if thr in THRESHOLD_PARAM:  # only a non-default value is a parameter (the defaults give the CLI's result keys)
@@ -67,8 +72,6 @@ def _config():
 
 def _queue(specs: list) -> None:
     """Submit the sweeps and make sure a worker runs them (button callback)."""
-    from segunc.runner.jobs import ensure_worker, submit_job
-
     ss.pop("run_error", None)
     if not principal().can_run:  # defence in depth: viewers get neither the page nor its form
         ss["run_error"] = "this account may not queue jobs (viewer role, or demo mode)"
@@ -77,7 +80,7 @@ def _queue(specs: list) -> None:
         for spec in specs:  # the data folder a job reads must be one this app may use
             user_path(spec.data)
         ss["run_last"] = [submit_job(store(), spec) for spec in specs]
-        ss["run_worker"] = ensure_worker(store_root(), device=specs[0].device, wait_s=10.0)
+        ss["run_worker"] = ensure_worker(settings.store_dir(), device=specs[0].device, wait_s=10.0)
     except Exception as exc:  # noqa: BLE001 - a callback runs outside the page's guard
         ss["run_error"] = explain(exc)
         return
@@ -86,43 +89,21 @@ def _queue(specs: list) -> None:
 
 
 def _specs(backends: list[str], modes: list[str], config) -> list:
-    from segunc.runner.jobs import JobSpec
-
+    """One JobSpec per backend (box jitter only for the MedSAM family)."""
     out = []
     for b in backends:
         opts = {}
         if b in ("litemedsam", "medsam"):
             opts = {"channels": ss["run_channels"], "box_margin": int(ss["run_margin"])}
         bmodes = [m for m in modes if m != "box_jitter" or b in ("litemedsam", "medsam")]
-        out.append(JobSpec(data=str(data_root()), backend=b, modes=bmodes, split=ss["run_split"],
+        out.append(JobSpec(data=str(settings.data_dir()), backend=b, modes=bmodes, split=ss["run_split"],
                            all_slices=not ss["run_tumour"], limit=int(ss["run_limit"]) or None, config=config,
                            backend_options=opts, device=ss["run_device"]))
     return out
 
 
-st.title("Run")
-st.caption("Queue sweeps of backends × modes over LGG slices. Results already in the store are reused, so a "
-           "repeated or enlarged sweep only computes what is missing. A background worker runs the queue.")
-
-who = principal()
-if who.read_only:
-    st.info("**Demo (read-only).** These results come from a store snapshot: nothing can be computed or queued "
-            "here. Run sweeps where the data and weights are, then carry the results over with "
-            "`python -m segunc snapshot export` and `snapshot import`.", icon=":material/lock:")
-    st.stop()
-if not who.can_run:
-    st.warning("This account may browse results but not queue jobs (role: viewer). Ask the admin for the "
-               "runner role.", icon=":material/block:")
-    st.stop()
-
-with guard("The run form"):
-    import torch
-    from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,
-                               UNCERTAINTIES, PipelineConfig)
-    from segunc.pipeline import all_mode_names
-    from segunc.runner.sweep import DEFAULT_MODES
-
-    d = PipelineConfig()
+def what_to_run() -> tuple[list[str], list[str]]:
+    """Backends (only those that can run here), modes, split, slice limit and device."""
     ready, why = _ready_backends()
     st.subheader("What to run", divider="gray")
     c1, c2 = st.columns([1, 2])
@@ -138,99 +119,148 @@ with guard("The run form"):
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
         ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
     c4.selectbox("Device", devices, key="run_device")
+    return backends, modes
 
+
+def parameters() -> None:
+    """The pipeline's parameters in four tabs, defaults from :class:`PipelineConfig`."""
     st.subheader("Parameters", divider="gray")
     st.button("Reset to the paper's defaults", on_click=_reset, icon=":material/restart_alt:", key="reset_btn")
+    d = PipelineConfig()
     t1, t2, t3, t4 = st.tabs(["Sampling", "Test-time augmentation", "Fusion", "CRF and models"])
     with t1:
-        c1, c2, c3, c4 = st.columns(4)
-        c1.number_input("Samples T (MC dropout, noisy)", 1, 500, d.samples, key="run_T")
-        c2.number_input("Dropout p", 0.0, 0.9, d.p, 0.005, format="%.3f", key="run_p")
-        c3.selectbox("Dropout placement", PLACEMENTS, PLACEMENTS.index(d.placement), key="run_placement",
-                     help="decoder: MedSAM family only, one encoder pass per slice")
-        c4.number_input("Noise σ (fraction of intensity range)", 0.0, 1.0, d.sigma, 0.01, format="%.3f", key="run_sigma")
-        c1, c2, c3, c4 = st.columns(4)
-        c1.number_input("Seed", 0, 2**31 - 1, d.seed, key="run_seed")
-        c2.number_input("Batch size", 1, 256, d.batch_size, key="run_batch")
-        c3.number_input("Temperature", 0.05, 20.0, d.temperature, 0.05, key="run_temp")
-        c4.number_input("Box jitter (px)", 0, 64, d.jitter_px, key="run_jitter")
+        sampling_tab(d)
     with t2:
-        c1, c2, c3 = st.columns(3)
-        flips = c1.multiselect("Flips", list(FLIPS), default=list(d.tta_flips), format_func=FLIPS.get, key="run_flips")
-        scales = c2.multiselect("Scales", SCALES, default=list(d.tta_scales), key="run_scales")
-        ints = c3.multiselect("Intensity factors", INTENSITIES, default=list(d.tta_intensities), key="run_ints")
-        st.caption(f"{len(flips)} × {len(scales)} × {len(ints)} = **{len(flips) * len(scales) * len(ints)}** "
-                   "transforms per slice (paper: 2 × 3 × 5 = 30).")
+        tta_tab(d)
     with t3:
-        c1, c2, c3 = st.columns(3)
-        src = c1.selectbox("Fuse", FUSION_SOURCES, FUSION_SOURCES.index(d.fusion.source), key="run_fsource",
-                           format_func={"modes": "mean maps of the modes (paper)", "samples": "samples of one mode"}.get)
-        if src == "modes":
-            c2.multiselect("Source modes", STOCHASTIC_SOURCES, default=list(d.fusion.sources), key="run_fsources")
-            ss.setdefault("run_fsample", d.fusion.sample_mode)
-        else:
-            c2.selectbox("Sample mode", STOCHASTIC_SOURCES, key="run_fsample")  # its default: the setdefault above
-            ss.setdefault("run_fsources", list(d.fusion.sources))
-        c3.selectbox("Weighting uncertainty", UNCERTAINTIES, UNCERTAINTIES.index(d.fusion.uncertainty), key="run_func")
-        c1, c2, c3, c4 = st.columns(4)
-        wt = c1.selectbox("Weighting", FUSION_WEIGHTINGS, FUSION_WEIGHTINGS.index(d.fusion.weighting), key="run_weighting")
-        c2.number_input("λ (exponential)", 0.0, 1000.0, d.fusion.lam, key="run_lam", disabled=wt != "exponential")
-        c3.number_input("α (power)", 0.0, 10.0, d.fusion.alpha, key="run_alpha", disabled=wt != "power")
-        thr = c4.selectbox("Threshold", FUSION_THRESHOLDS, FUSION_THRESHOLDS.index(d.fusion.threshold), key="run_thr")
-        for name, (_, label, default, lo, hi, step) in THRESHOLD_PARAM.items():
-            if name == thr:
-                st.number_input(label, lo, hi, default, step, key=f"run_thr_{name}")
-            else:
-                ss.setdefault(f"run_thr_{name}", default)
+        fusion_tab(d)
     with t4:
-        c = d.crf
-        c1, c2, c3 = st.columns(3)
-        c1.number_input("Bilateral spatial σ (sdims, px)", 0.1, 100.0, c.sdims, key="run_sdims")
-        c2.number_input("Bilateral intensity σ (schan)", 0.1, 255.0, c.schan, key="run_schan")
-        c3.number_input("Bilateral weight", 0.0, 100.0, c.compat_bilateral, key="run_cbil")
-        c1, c2, c3 = st.columns(3)
-        c1.number_input("Gaussian spatial σ (px)", 0.1, 100.0, c.gaussian_sxy, key="run_gsxy")
-        c2.number_input("Gaussian weight", 0.0, 100.0, c.compat_gaussian, key="run_cgau")
-        c3.number_input("Mean-field iterations", 0, 50, c.iterations, key="run_iters")
-        c1, c2, _ = st.columns(3)
-        c1.selectbox("MedSAM-family input channels", ["flair3", "rgb"], key="run_channels",
-                     help="flair3: FLAIR replicated (default); rgb: the three MRI channels")
-        c2.number_input("Box prompt margin (px)", 0, 64, 0, key="run_margin")
+        crf_and_models_tab(d)
 
+
+def sampling_tab(d: PipelineConfig) -> None:
+    """T, dropout, noise, seed, batch, temperature and box jitter (defaults: ``d``)."""
+    c1, c2, c3, c4 = st.columns(4)
+    c1.number_input("Samples T (MC dropout, noisy)", 1, 500, d.samples, key="run_T")
+    c2.number_input("Dropout p", 0.0, 0.9, d.p, 0.005, format="%.3f", key="run_p")
+    c3.selectbox("Dropout placement", PLACEMENTS, PLACEMENTS.index(d.placement), key="run_placement",
+                 help="decoder: MedSAM family only, one encoder pass per slice")
+    c4.number_input("Noise σ (fraction of intensity range)", 0.0, 1.0, d.sigma, 0.01, format="%.3f", key="run_sigma")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.number_input("Seed", 0, 2**31 - 1, d.seed, key="run_seed")
+    c2.number_input("Batch size", 1, 256, d.batch_size, key="run_batch")
+    c3.number_input("Temperature", 0.05, 20.0, d.temperature, 0.05, key="run_temp")
+    c4.number_input("Box jitter (px)", 0, 64, d.jitter_px, key="run_jitter")
+
+
+def tta_tab(d: PipelineConfig) -> None:
+    """The TTA set: flips × scales × intensity factors."""
+    c1, c2, c3 = st.columns(3)
+    flips = c1.multiselect("Flips", list(FLIPS), default=list(d.tta_flips), format_func=FLIPS.get, key="run_flips")
+    scales = c2.multiselect("Scales", SCALES, default=list(d.tta_scales), key="run_scales")
+    ints = c3.multiselect("Intensity factors", INTENSITIES, default=list(d.tta_intensities), key="run_ints")
+    st.caption(f"{len(flips)} × {len(scales)} × {len(ints)} = **{len(flips) * len(scales) * len(ints)}** "
+               "transforms per slice (paper: 2 × 3 × 5 = 30).")
+
+
+def fusion_tab(d: PipelineConfig) -> None:
+    """What is fused, the weighting and the threshold."""
+    c1, c2, c3 = st.columns(3)
+    src = c1.selectbox("Fuse", FUSION_SOURCES, FUSION_SOURCES.index(d.fusion.source), key="run_fsource",
+                       format_func={"modes": "mean maps of the modes (paper)", "samples": "samples of one mode"}.get)
+    if src == "modes":
+        c2.multiselect("Source modes", STOCHASTIC_SOURCES, default=list(d.fusion.sources), key="run_fsources")
+        ss.setdefault("run_fsample", d.fusion.sample_mode)
+    else:
+        c2.selectbox("Sample mode", STOCHASTIC_SOURCES, key="run_fsample")  # its default: the setdefault above
+        ss.setdefault("run_fsources", list(d.fusion.sources))
+    c3.selectbox("Weighting uncertainty", UNCERTAINTIES, UNCERTAINTIES.index(d.fusion.uncertainty), key="run_func")
+    c1, c2, c3, c4 = st.columns(4)
+    wt = c1.selectbox("Weighting", FUSION_WEIGHTINGS, FUSION_WEIGHTINGS.index(d.fusion.weighting), key="run_weighting")
+    c2.number_input("λ (exponential)", 0.0, 1000.0, d.fusion.lam, key="run_lam", disabled=wt != "exponential")
+    c3.number_input("α (power)", 0.0, 10.0, d.fusion.alpha, key="run_alpha", disabled=wt != "power")
+    thr = c4.selectbox("Threshold", FUSION_THRESHOLDS, FUSION_THRESHOLDS.index(d.fusion.threshold), key="run_thr")
+    for name, (_, label, default, lo, hi, step) in THRESHOLD_PARAM.items():
+        if name == thr:
+            st.number_input(label, lo, hi, default, step, key=f"run_thr_{name}")
+        else:
+            ss.setdefault(f"run_thr_{name}", default)
+
+
+def crf_and_models_tab(d: PipelineConfig) -> None:
+    """Dense CRF kernels and iterations; MedSAM-family input channels and box margin."""
+    c = d.crf
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Bilateral spatial σ (sdims, px)", 0.1, 100.0, c.sdims, key="run_sdims")
+    c2.number_input("Bilateral intensity σ (schan)", 0.1, 255.0, c.schan, key="run_schan")
+    c3.number_input("Bilateral weight", 0.0, 100.0, c.compat_bilateral, key="run_cbil")
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Gaussian spatial σ (px)", 0.1, 100.0, c.gaussian_sxy, key="run_gsxy")
+    c2.number_input("Gaussian weight", 0.0, 100.0, c.compat_gaussian, key="run_cgau")
+    c3.number_input("Mean-field iterations", 0, 50, c.iterations, key="run_iters")
+    c1, c2, _ = st.columns(3)
+    c1.selectbox("MedSAM-family input channels", ["flair3", "rgb"], key="run_channels",
+                 help="flair3: FLAIR replicated (default); rgb: the three MRI channels")
+    c2.number_input("Box prompt margin (px)", 0, 64, 0, key="run_margin")
+
+
+def cost_and_queue(backends: list[str], modes: list[str]) -> None:
+    """The estimated cost of each sweep and the Queue button (a worker is started if none runs)."""
     st.subheader("Cost and queue", divider="gray")
     if not backends or not modes:
         st.info("Pick at least one backend and one mode.", icon=":material/info:")
-    else:
+        return
+    try:
+        config = _config()
+        specs = _specs(backends, modes, config)
+    except (ValueError, TypeError) as exc:
+        st.error(f"Invalid parameters: {explain(exc)}", icon=":material/error:")
+        return
+    rows = []
+    for spec in specs:
         try:
-            config = _config()
-            specs = _specs(backends, modes, config)
-        except (ValueError, TypeError) as exc:
-            st.error(f"Invalid parameters: {explain(exc)}", icon=":material/error:")
-            specs = []
-        if specs:
-            rows = []
-            for spec in specs:
-                try:
-                    est = _estimate(spec.to_dict(), str(store_root()))
-                    rows.append({"backend": spec.backend, "modes": ", ".join(spec.mode_list()), "slices": est["slices"],
-                                 "model passes": est["forwards"], "time": est["human"], "seconds": est["seconds"],
-                                 "timing": est.get("source", "")})
-                except Exception as exc:  # noqa: BLE001 - e.g. data folder missing: say so per backend
-                    rows.append({"backend": spec.backend, "modes": ", ".join(spec.modes), "slices": None,
-                                 "model passes": None, "time": explain(exc), "seconds": None, "timing": ""})
-            cost = pd.DataFrame(rows)
-            st.dataframe(cost.drop(columns=["seconds"]), hide_index=True, width="stretch")
-            total = cost["seconds"].dropna().sum()
-            st.caption(f"Total about **{fmt_seconds(total)}** of compute (results already stored are skipped, so a "
-                       "re-run is faster). Timing: measured on this machine when available, else a default guess.")
-            ok = cost["slices"].notna().all()
-            st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok, key="run_queue",
-                      on_click=_queue, args=(specs,))
-            if ss.get("run_error"):
-                st.error(f"Could not queue: {ss['run_error']}", icon=":material/error:")
-            elif ss.get("run_worker") is False:
-                st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
-                           f"(store `{store_root()}`); see `{store_root() / 'logs'}`.", icon=":material/warning:")
+            est = _estimate(spec.to_dict(), str(settings.store_dir()))
+            rows.append({"backend": spec.backend, "modes": ", ".join(spec.mode_list()), "slices": est["slices"],
+                         "model passes": est["forwards"], "time": est["human"], "seconds": est["seconds"],
+                         "timing": est.get("source", "")})
+        except Exception as exc:  # noqa: BLE001 - e.g. data folder missing: say so per backend
+            rows.append({"backend": spec.backend, "modes": ", ".join(spec.modes), "slices": None,
+                         "model passes": None, "time": explain(exc), "seconds": None, "timing": ""})
+    cost = pd.DataFrame(rows)
+    st.dataframe(cost.drop(columns=["seconds"]), hide_index=True, width="stretch")
+    total = cost["seconds"].dropna().sum()
+    st.caption(f"Total about **{fmt_seconds(total)}** of compute (results already stored are skipped, so a "
+               "re-run is faster). Timing: measured on this machine when available, else a default guess.")
+    ok = cost["slices"].notna().all()
+    st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok, key="run_queue",
+              on_click=_queue, args=(specs,))
+    if ss.get("run_error"):
+        st.error(f"Could not queue: {ss['run_error']}", icon=":material/error:")
+    elif ss.get("run_worker") is False:
+        st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
+                   f"(store `{settings.store_dir()}`); see `{settings.store_dir() / 'logs'}`.",
+                   icon=":material/warning:")
+
+
+def refuse_non_runners() -> None:
+    """Demo mode and viewers: say why nothing can be queued here, and stop."""
+    who = principal()
+    if who.read_only:
+        st.info("**Demo (read-only).** These results come from a store snapshot: nothing can be computed or queued "
+                "here. Run sweeps where the data and weights are, then carry the results over with "
+                "`python -m segunc snapshot export` and `snapshot import`.", icon=":material/lock:")
+        st.stop()
+    if not who.can_run:
+        st.warning("This account may browse results but not queue jobs (role: viewer). Ask the admin for the "
+                   "runner role.", icon=":material/block:")
+        st.stop()
+
+
+def job_list() -> None:
+    """The jobs, refreshed every 2 s while something is queued or running (a static list otherwise)."""
+    st.subheader("Jobs", divider="gray")
+    has_active = bool(list_jobs(store())["state"].isin(["queued", "running"]).any())
+    (st.fragment(run_every=2.0)(_progress) if has_active else _progress)(has_active)
 
 
 def _progress(live: bool) -> None:
@@ -241,14 +271,12 @@ def _progress(live: bool) -> None:
 
 def _progress_body() -> bool:
     """Draw the jobs; returns whether any is still queued or running."""
-    from segunc.runner.jobs import cancel_job, job_status, list_jobs, worker_alive
-
     s = store()
     jobs = list_jobs(s)
     if jobs.empty:
         st.caption("No jobs yet.")
         return False
-    alive = worker_alive(store_root())
+    alive = worker_alive(settings.store_dir())
     active = jobs[jobs["state"].isin(["queued", "running"])]
     st.caption(f"Background worker: {'running' if alive else 'not running'} · {len(active)} active job(s) · "
                f"updated {time.strftime('%H:%M:%S')}")
@@ -278,10 +306,15 @@ def _progress_body() -> bool:
     return not active.empty
 
 
-with guard("The job list"):
-    st.subheader("Jobs", divider="gray")
-    from segunc.runner.jobs import list_jobs
+st.title("Run")
+st.caption("Queue sweeps of backends × modes over LGG slices. Results already in the store are reused, so a "
+           "repeated or enlarged sweep only computes what is missing. A background worker runs the queue.")
 
-    has_active = bool(list_jobs(store())["state"].isin(["queued", "running"]).any())
-    # refresh every 2 s while something is queued or running; a static list otherwise
-    (st.fragment(run_every=2.0)(_progress) if has_active else _progress)(has_active)
+refuse_non_runners()
+
+with guard("The run form"):
+    chosen_backends, chosen_modes = what_to_run()
+    parameters()
+    cost_and_queue(chosen_backends, chosen_modes)
+with guard("The job list"):
+    job_list()

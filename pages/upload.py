@@ -7,11 +7,22 @@ import threading
 
 import pandas as pd
 import streamlit as st
+import torch
 
-from pages._common import data_root, ensure_app, explain, guard
+from pages._access import principal
+from pages._errors import explain, guard
+from pages._settings import ensure_app
 from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, display_options, map_scale,
                            result_panel)
-from segunc import viz
+from segunc import settings, viz
+from segunc.analysis.stats import METRIC_LABELS
+from segunc.backends import BACKENDS, box_from_mask
+from segunc.config import PipelineConfig
+from segunc.data.upload import UploadError, UploadedSlice, load_upload
+from segunc.metrics import METRIC_NAMES
+from segunc.pipeline import all_mode_names, required_modes
+from segunc.pipeline_upload import evaluate_upload
+from segunc.runner.sweep import build_backend
 
 ensure_app()
 
@@ -31,17 +42,11 @@ POLICY = """**How an upload is read** (segunc/data/upload.py)
 def _backend(name: str, weights: str | None, device: str, data: str | None):
     """The backend (one per name, weights and device; shared by sessions) and a lock: MC dropout hooks the
     shared model while it runs, so one run at a time uses it."""
-    from segunc.runner.sweep import build_backend
-
     return build_backend(name, weights=weights, device=device, data=data), threading.Lock()
 
 
 def _refusal() -> str | None:
     """Why this session may not upload (a viewer in server mode; demo mode), None if it may."""
-    try:
-        from pages._access import principal
-    except ImportError:  # an app without server / demo modes
-        return None
     who = principal()
     if who.can_run:
         return None
@@ -50,14 +55,10 @@ def _refusal() -> str | None:
 
 
 def _device() -> str:
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _modes_for(cls) -> list[str]:
-    from segunc.pipeline import all_mode_names
-
     out = []
     for m in all_mode_names():
         if m == "box_jitter" and not cls.needs_box:
@@ -70,8 +71,6 @@ def _modes_for(cls) -> list[str]:
 
 def _box_inputs(upload, margin: int = 0) -> list[float | None]:
     """Four number inputs x0, y0, x1, y1; defaults: the mask's bounding box (keys follow the upload)."""
-    from segunc.backends import box_from_mask
-
     default = box_from_mask(upload.mask, margin) if upload.has_tumour else None
     h, w = upload.image.shape[:2]
     cols = st.columns(4)
@@ -84,19 +83,14 @@ def _box_inputs(upload, margin: int = 0) -> list[float | None]:
 
 
 def _run(name: str, upload, modes: list[str], samples: int, box) -> None:
-    from segunc.config import PipelineConfig
-    from segunc.data.upload import evaluate_upload
-    from segunc.pipeline import required_modes
-
+    """Run the modes on the upload (one run at a time per model); the result goes to session state."""
     config = PipelineConfig(samples=int(samples))
     plan = required_modes(modes, config)
     bar = st.progress(0.0, text="Loading the model…")
-    from segunc.backends import BACKENDS
-
     cls = BACKENDS.get(name)
     weights = cls.find_weights()
     backend, lock = _backend(name, str(weights) if weights else None, _device(),
-                             str(data_root()) if cls.needs_support else None)
+                             str(settings.data_dir()) if cls.needs_support else None)
     done = []
 
     def on_mode(m: str) -> None:
@@ -112,18 +106,8 @@ def _run(name: str, upload, modes: list[str], samples: int, box) -> None:
                        "seconds": max(r.seconds for r in results.values())}
 
 
-st.title("Your image")
-st.caption("Upload one MRI slice (and, if you have it, its tumour mask), pick a ready backend and modes, and see the "
-           "prediction and its uncertainty. Results stay in this browser session; nothing is written to the store.")
-
-upload = None
-refused = _refusal()
-if refused:
-    st.warning(refused, icon=":material/lock:")
-    st.stop()
-with guard("The upload"):
-    from segunc.data.upload import UploadError, load_upload
-
+def upload_form() -> UploadedSlice | None:
+    """The slice and optional mask uploaders and how uploads are read; the checked upload, or None."""
     c1, c2 = st.columns(2)
     img_file = c1.file_uploader("Slice (PNG or TIFF)", type=TYPES, key="up_image",
                                 help="256 × 256 × 3 like LGG (pre-contrast, FLAIR, post-contrast), or grayscale")
@@ -134,118 +118,136 @@ with guard("The upload"):
     if img_file is None:
         st.info("Upload a slice to begin." + (" The mask is used only together with a slice." if mask_file else ""),
                 icon=":material/upload_file:")
-    else:
+        return None
+    try:
+        upload = load_upload(img_file.getvalue(), img_file.name, None if mask_file is None else mask_file.getvalue(),
+                             None if mask_file is None else mask_file.name)
+    except UploadError as exc:
+        st.error(f"**`{exc.name}` could not be used:** {exc.problem}", icon=":material/error:")
+        return None
+    if upload.notes:
+        st.info("**How your files were read**\n" + "\n".join(f"- {n}" for n in upload.notes), icon=":material/info:")
+    return upload
+
+
+def model_choice(upload: UploadedSlice) -> None:
+    """A ready backend, modes, samples and (MedSAM family) a box prompt; the Run button."""
+    st.subheader("Model and modes", divider="gray")
+    readiness = backend_readiness()
+    ready = [b for b, why in readiness.items() if why is None]
+    if not ready:
+        st.warning("No backend is ready: see the Set-up page for the weights.", icon=":material/block:")
+        st.stop()
+    m1, m2, m3 = st.columns([1, 2, 1])
+    name = m1.selectbox("Backend", ready, key="up_backend")
+    not_ready = {b: why for b, why in readiness.items() if why}
+    if not_ready:
+        m1.caption("Not ready: " + ", ".join(not_ready) + " (see the Set-up page).")
+    cls = BACKENDS.get(name)
+    options = _modes_for(cls)
+    if [m for m in ss.get("up_modes", []) if m not in options]:
+        ss["up_modes"] = [m for m in ss["up_modes"] if m in options]
+    modes = m2.multiselect("Modes", options, default=None if "up_modes" in ss else ["normal"], key="up_modes",
+                           format_func=viz.mode_label,
+                           help="Fusion needs MC dropout, TTA and noisy (computed with it); CRF needs fusion")
+    samples = m3.number_input("Samples T", 1, 100, 10, key="up_T",
+                              help="Samples of MC dropout, noisy and box jitter (TTA always uses its 30 transforms)")
+    box = None
+    if cls.needs_box:
+        st.markdown("**Box prompt** (pixels of the 256 × 256 slice; default: the mask's bounding box)")
+        vals = _box_inputs(upload)
+        box = None if any(v is None for v in vals) else vals
+        if box is None:
+            st.caption(f"{name} needs a box around the tumour: type x0, y0, x1, y1.")
+    st.caption(f"Runs on {_device().upper()} here; a CPU run of the sampling modes on the MedSAM family takes "
+               "minutes (one encoder pass per sample).")
+    # a callback, not the button's return value: it survives the rerun of ensure_app() on a cold start
+    st.button("Run", key="up_run", type="primary", icon=":material/play_arrow:", on_click=ss.update,
+              kwargs={"up_go": True}, disabled=not modes or (cls.needs_box and box is None))
+    if ss.pop("up_go", False):
         try:
-            upload = load_upload(img_file.getvalue(), img_file.name,
-                                 None if mask_file is None else mask_file.getvalue(),
-                                 None if mask_file is None else mask_file.name)
-        except UploadError as exc:
-            st.error(f"**`{exc.name}` could not be used:** {exc.problem}", icon=":material/error:")
-        if upload is not None and upload.notes:
-            st.info("**How your files were read**\n" + "\n".join(f"- {n}" for n in upload.notes),
-                    icon=":material/info:")
+            _run(name, upload, list(modes), int(samples), box)
+        except ValueError as exc:
+            st.error(f"**The run could not start:** {explain(exc)}", icon=":material/error:")
 
-if upload is not None:
-    with guard("The model choice"):
-        from segunc.backends import BACKENDS
 
-        st.subheader("Model and modes", divider="gray")
-        readiness = backend_readiness()
-        ready = [b for b, why in readiness.items() if why is None]
-        if not ready:
-            st.warning("No backend is ready: see the Set-up page for the weights.", icon=":material/block:")
-            st.stop()
-        m1, m2, m3 = st.columns([1, 2, 1])
-        name = m1.selectbox("Backend", ready, key="up_backend")
-        not_ready = {b: why for b, why in readiness.items() if why}
-        if not_ready:
-            m1.caption("Not ready: " + ", ".join(not_ready) + " (see the Set-up page).")
-        cls = BACKENDS.get(name)
-        options = _modes_for(cls)
-        if [m for m in ss.get("up_modes", []) if m not in options]:
-            ss["up_modes"] = [m for m in ss["up_modes"] if m in options]
-        modes = m2.multiselect("Modes", options, default=None if "up_modes" in ss else ["normal"], key="up_modes",
-                               format_func=viz.mode_label,
-                               help="Fusion needs MC dropout, TTA and noisy (computed with it); CRF needs fusion")
-        samples = m3.number_input("Samples T", 1, 100, 10, key="up_T",
-                                  help="Samples of MC dropout, noisy and box jitter (TTA always uses its 30 transforms)")
-        box = None
-        if cls.needs_box:
-            st.markdown("**Box prompt** (pixels of the 256 × 256 slice; default: the mask's bounding box)")
-            vals = _box_inputs(upload)
-            box = None if any(v is None for v in vals) else vals
-            if box is None:
-                st.caption(f"{name} needs a box around the tumour: type x0, y0, x1, y1.")
-        st.caption(f"Runs on {_device().upper()} here; a CPU run of the sampling modes on the MedSAM family takes "
-                   "minutes (one encoder pass per sample).")
-        # a callback, not the button's return value: it survives the rerun of ensure_app() on a cold start
-        st.button("Run", key="up_run", type="primary", icon=":material/play_arrow:", on_click=ss.update,
-                  kwargs={"up_go": True}, disabled=not modes or (cls.needs_box and box is None))
-        if ss.pop("up_go", False):
-            try:
-                _run(name, upload, list(modes), int(samples), box)
-            except ValueError as exc:
-                st.error(f"**The run could not start:** {explain(exc)}", icon=":material/error:")
+def result_viewer(upload: UploadedSlice, res: dict) -> None:
+    """The upload with its mask, one panel per mode (prediction and uncertainty), metrics and downloads."""
+    results = res["results"]
+    st.subheader("Result", divider="gray")
+    st.caption(f"{res['backend']} · {', '.join(viz.mode_label(m) for m in res['modes'])} · T = {res['samples']}"
+               + (f" · box {tuple(res['box'])}" if res["box"] else "") + f" · {res['seconds']:.1f} s")
+    v1, v2 = st.columns(2)
+    map_name = v1.selectbox("Uncertainty map", VIEW_MAPS, key="up_map", format_func=lambda m: viz.MAP_LABELS[m])
+    channel = v2.selectbox("Image channel", list(CHANNEL_NAMES), index=1, key="up_channel",
+                           format_func=CHANNEL_NAMES.get)
+    view = display_options("up")
+    st.markdown(PANEL_CSS, unsafe_allow_html=True)
+    image = upload.image
+    gt = upload.mask if upload.has_mask else None
+    maps = {m: r.maps for m, r in results.items()}
+    lo, hi = map_scale(maps.values(), map_name, view["shared_max"])
+    box = viz.crop_box([upload.mask, *[m["mask"] for m in maps.values()]], upload.mask.shape) if view["zoom"] \
+        else (0, image.shape[0], 0, image.shape[1])
 
-res = ss.get("up_result")
-if upload is not None and res is not None and res["slice_id"] == upload.slice_id:
-    with guard("The result viewer"):
-        results = res["results"]
-        st.subheader("Result", divider="gray")
-        st.caption(f"{res['backend']} · {', '.join(viz.mode_label(m) for m in res['modes'])} · T = {res['samples']}"
-                   + (f" · box {tuple(res['box'])}" if res["box"] else "") + f" · {res['seconds']:.1f} s")
-        v1, v2 = st.columns(2)
-        map_name = v1.selectbox("Uncertainty map", VIEW_MAPS, key="up_map", format_func=lambda m: viz.MAP_LABELS[m])
-        channel = v2.selectbox("Image channel", list(CHANNEL_NAMES), index=1, key="up_channel",
-                               format_func=CHANNEL_NAMES.get)
-        view = display_options("up")
-        st.markdown(PANEL_CSS, unsafe_allow_html=True)
-        image = upload.image
-        gt = upload.mask if upload.has_mask else None
-        maps = {m: r.maps for m, r in results.items()}
-        lo, hi = map_scale(maps.values(), map_name, view["shared_max"])
-        box = viz.crop_box([upload.mask, *[m["mask"] for m in maps.values()]], upload.mask.shape) if view["zoom"] \
-            else (0, image.shape[0], 0, image.shape[1])
-
-        h1, h2 = st.columns([1, 3])
-        with h1:
-            st.image(viz.crop(viz.overlay(image, None, gt, alpha=0.35, channel=channel), box),
-                     caption=f"{CHANNEL_NAMES[channel]}" + (" + your mask" if gt is not None else ""), width="stretch")
-        with h2:
-            st.markdown(f"### {upload.name}\n" + (f"Mask **{upload.mask_name}** · tumour **{int(upload.mask.sum()):,} px**"
-                                                  if gt is not None else "No mask: the prediction alone, no metrics."))
-            if gt is not None:
-                st.markdown(viz.legend_html(), unsafe_allow_html=True)
-            st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", view["cmap"]),
-                        unsafe_allow_html=True)
-
-        cols = st.columns(len(results))
-        ov_row, heat_row = [], []
-        for col, (mode, r) in zip(cols, results.items()):
-            with col:
-                ov, heat = result_panel(f"**{viz.mode_label(mode)}**", image, r.maps, gt, map_name, (lo, hi), view,
-                                        channel, box, row=pd.Series(r.row(res["backend"])))
-                ov_row.append(ov)
-                heat_row.append(heat)
-
-        table = None
+    h1, h2 = st.columns([1, 3])
+    with h1:
+        st.image(viz.crop(viz.overlay(image, None, gt, alpha=0.35, channel=channel), box),
+                 caption=f"{CHANNEL_NAMES[channel]}" + (" + your mask" if gt is not None else ""), width="stretch")
+    with h2:
+        st.markdown(f"### {upload.name}\n" + (f"Mask **{upload.mask_name}** · tumour **{int(upload.mask.sum()):,} px**"
+                                              if gt is not None else "No mask: the prediction alone, no metrics."))
         if gt is not None:
-            from segunc.metrics import METRIC_NAMES
-            from segunc.analysis.stats import METRIC_LABELS
+            st.markdown(viz.legend_html(), unsafe_allow_html=True)
+        st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", view["cmap"]),
+                    unsafe_allow_html=True)
 
-            table = pd.DataFrame([r.row(res["backend"]) for r in results.values()])
-            keep = ["mode", *[c for c in METRIC_NAMES if c in table.columns], "seconds", "pred_px", "tumour_px"]
-            table = table[keep]
-            st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
-                         column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f")
-                                        for c in METRIC_NAMES if c in table.columns})
-        d1, d2, _ = st.columns([1, 1, 3])
-        if table is not None:
-            d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
-                               mime="text/csv", icon=":material/download:", width="stretch")
-        (d1 if table is None else d2).download_button("Panels (PNG)", lambda: viz.grid_png([ov_row, heat_row], ["prediction", map_name],
-                                                                [viz.mode_label(m) for m in results]),
-                           file_name=f"{upload.slice_id}_{map_name}.png", mime="image/png", icon=":material/image:",
-                           width="stretch")
-elif upload is not None and res is not None:
+    ov_row, heat_row = [], []
+    for col, (mode, r) in zip(st.columns(len(results)), results.items()):
+        with col:
+            ov, heat = result_panel(f"**{viz.mode_label(mode)}**", image, r.maps, gt, map_name, (lo, hi), view,
+                                    channel, box, row=pd.Series(r.row(res["backend"])))
+            ov_row.append(ov)
+            heat_row.append(heat)
+    _metrics_and_downloads(upload, res, gt is not None, [ov_row, heat_row], map_name)
+
+
+def _metrics_and_downloads(upload: UploadedSlice, res: dict, has_mask: bool, grid: list, map_name: str) -> None:
+    results = res["results"]
+    table = None
+    if has_mask:
+        table = pd.DataFrame([r.row(res["backend"]) for r in results.values()])
+        keep = ["mode", *[c for c in METRIC_NAMES if c in table.columns], "seconds", "pred_px", "tumour_px"]
+        table = table[keep]
+        st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
+                     column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f")
+                                    for c in METRIC_NAMES if c in table.columns})
+    d1, d2, _ = st.columns([1, 1, 3])
+    if table is not None:
+        d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
+                           mime="text/csv", icon=":material/download:", width="stretch")
+    (d1 if table is None else d2).download_button(
+        "Panels (PNG)", lambda: viz.grid_png(grid, ["prediction", map_name], [viz.mode_label(m) for m in results]),
+        file_name=f"{upload.slice_id}_{map_name}.png", mime="image/png", icon=":material/image:", width="stretch")
+
+
+st.title("Your image")
+st.caption("Upload one MRI slice (and, if you have it, its tumour mask), pick a ready backend and modes, and see the "
+           "prediction and its uncertainty. Results stay in this browser session; nothing is written to the store.")
+
+refused = _refusal()
+if refused:
+    st.warning(refused, icon=":material/lock:")
+    st.stop()
+uploaded = None
+with guard("The upload"):
+    uploaded = upload_form()
+if uploaded is not None:
+    with guard("The model choice"):
+        model_choice(uploaded)
+last = ss.get("up_result")
+if uploaded is not None and last is not None and last["slice_id"] == uploaded.slice_id:
+    with guard("The result viewer"):
+        result_viewer(uploaded, last)
+elif uploaded is not None and last is not None:
     st.caption("The last result was for another upload; press Run for this one.")

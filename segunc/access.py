@@ -1,6 +1,6 @@
 """Who may use the app and what they may do: server mode (login, roles), demo mode (read-only), and
 path confinement. Pure logic, no Streamlit: the gate itself is ``require_access`` in
-``pages/_common.py``; ``docs/server.md`` says how to configure each mode.
+``pages/_access.py``; ``docs/server.md`` says how to configure each mode.
 
 Modes (``$SEGUNC_MODE``, else ``mode`` in the ``[segunc]`` section of ``.streamlit/secrets.toml``):
 

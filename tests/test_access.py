@@ -21,6 +21,8 @@ from segunc.access import (RUNNER, VIEWER, AccessError, LoginThrottle, PathError
                            safe_filename, snapshot_label, verify_password)
 from tests.conftest_app import APP, N_SLICES, SAMPLES, app_env, app_store  # noqa: F401
 
+pytestmark = pytest.mark.app
+
 TIMEOUT = 300
 FAST_N = 2**10  # a cheap scrypt cost for test hashes (the format carries N; production default is 2**15)
 PW = "correct horse battery"
@@ -224,7 +226,7 @@ def test_safe_filename():
 
 
 def test_pages_user_path_confines_to_data_cache_and_weights(app_env):
-    from pages._common import user_path
+    from pages._settings import user_path
 
     data = Path(app_env["SEGUNC_DATA"]).resolve()
     assert user_path("TCGA_CS_4941_19960909") == data / "TCGA_CS_4941_19960909"

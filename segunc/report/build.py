@@ -25,6 +25,7 @@ from .. import settings
 from ..analysis import stats
 from ..analysis import (BAD_DICE, UNCERTAINTY_MAPS, cost_quality, decomposition_summary, review_outcome,
                         risk_coverage_table, slice_scores, spearman_table, stored_error_stats, tumour_free_summary)
+from ..analysis.reliability import calibration_table
 from ..metrics import METRIC_NAMES
 from ..viz import mode_label
 from . import figures
@@ -198,18 +199,13 @@ def _tests_section(doc: Document, b: str, d: pd.DataFrame, opts: ReportOptions) 
 
 def _calibration_section(doc: Document, b: str, d: pd.DataFrame, store) -> None:
     doc.heading(3, "Calibration", f"{b}-calibration")
-    bins, rows = {}, []
-    for mode in stats.order_modes(d["mode"]):
-        g = d[d["mode"] == mode]
-        r = store.reliability(g["key"].tolist())
-        bins[mode] = r
-        rows.append({"mode": mode_label(mode), "slices": g["slice_id"].nunique(), "pixels": int(r["counts"].sum()),
-                     "pooled ECE": r["ece"], "mean per-slice ECE": float(g["ece"].mean()),
-                     "mean NLL": float(g["nll"].mean()), "mean Brier": float(g["brier"].mean())})
+    pooled, table = calibration_table(d, store.reliability)
+    bins = {mode: v for (_, mode), v in pooled.items()}
     doc.add(Image(f"{b}_reliability.png", figures.reliability_diagrams(bins),
                   f"{b}: top-label reliability diagrams pooled over every pixel of the slices (10 bins); hatched: the "
                   "gap between confidence and accuracy."))
-    doc.add(Table(fmt_table(pd.DataFrame(rows)), "Pooled and per-slice calibration."))
+    table = table.drop(columns="backend").assign(mode=table["mode"].map(mode_label))
+    doc.add(Table(fmt_table(table), "Pooled and per-slice calibration."))
 
 
 def _errors_section(doc: Document, b: str, d: pd.DataFrame, errs, opts: ReportOptions) -> None:
