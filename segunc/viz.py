@@ -11,7 +11,7 @@ Pure functions: numpy arrays in, ``uint8`` RGB images or plotly figures out; no 
 * :func:`reliability_figure`, :func:`calibration_figure` — calibration (paper §4.1).
 * :func:`pvalue_figure`, :func:`tumour_profile_figure`.
 * :func:`risk_coverage_figure`, :func:`decomposition_figure`, :func:`cost_quality_figure` — the
-  Review & errors page (issue 7).
+  Review & errors page.
 """
 from __future__ import annotations
 
@@ -421,7 +421,7 @@ def grid_png(rows: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[s
     return buf.getvalue()
 
 
-# --------------------------------------------------------------- review & errors (issue 7)
+# ------------------------------------------------------------------------ review & errors
 def risk_coverage_figure(df: pd.DataFrame, score: str, height: int = 400, title: str | None = None) -> go.Figure:
     """Risk (mean 1 − Dice of the kept slices) against coverage when the slices most uncertain by ``score``
     are referred, one line per backend × mode (:func:`segunc.analysis.risk_coverage`); AURC in the legend."""

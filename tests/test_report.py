@@ -1,4 +1,4 @@
-"""Issue 7 on the real fixture store (tests/conftest_app.py: the real pipeline on real val slices):
+"""Review and report analyses on the real fixture store (tests/conftest_app.py: the real pipeline on real val slices):
 ``python -m segunc report`` (self-contained HTML + Markdown, exit 2 with what to run when there is
 nothing to report), the cached error stats of stored results, the review-queue outcome, and the
 "Review & errors" app page (streamlit.testing.v1.AppTest, helpers of tests/test_app.py)."""

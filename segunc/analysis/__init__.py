@@ -1,4 +1,4 @@
-"""Analyses of stored results (issue 7): pure functions on one slice's maps (numpy) or on the
+"""Analyses of stored results: pure functions on one slice's maps (numpy) or on the
 metrics frame of the results store (one row per slice × backend × mode).
 
 errors         uncertainty as a detector of erroneous pixels; slice-level ρ and risk–coverage

@@ -41,7 +41,6 @@ METRIC_LABELS = {"iou": "IoU", "dice": "Dice", "accuracy": "Accuracy", "precisio
 #: display order of modes (paper Fig. 2) and backends (registry order); unknown ones follow alphabetically
 MODE_ORDER = ("normal", "mc_dropout", "tta", "noisy", "box_jitter", "fusion", "crf")
 BACKEND_ORDER = ("unet", "litemedsam", "medsam", "universeg")
-KEYS = ("backend", "mode")
 
 
 def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:

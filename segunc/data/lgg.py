@@ -19,7 +19,6 @@ import numpy as np
 
 CHANNELS = ("pre-contrast", "FLAIR", "post-contrast")
 SPLITS = ("train", "val", "test")
-IMAGE_SHAPE = (256, 256, 3)
 
 _SLICE_RE = re.compile(r"^(?P<folder>.+)_(?P<n>\d+)\.tiff?$", re.IGNORECASE)
 

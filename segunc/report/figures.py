@@ -23,7 +23,6 @@ __all__ = ["DPI", "metric_boxplots", "reliability_diagrams", "risk_coverage_curv
            "cost_quality_scatter"]
 
 DPI = 110
-_GREY = "#555555"
 _FALLBACK = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 _RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
        "legend.fontsize": 8, "axes.spines.top": False, "axes.spines.right": False}

@@ -37,8 +37,6 @@ from ..store.locks import FileLock, holder, is_locked
 __all__ = ["JobSpec", "submit_job", "job_status", "list_jobs", "cancel_job", "ensure_worker", "worker_alive", "worker_info",
            "estimate_cost", "job_lock", "worker_lock", "measured_timing", "record_timing", "DEFAULT_SECONDS"]
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
-
 
 # ------------------------------------------------------------------------------- spec
 @lru_cache(maxsize=32)
