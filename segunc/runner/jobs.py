@@ -30,7 +30,7 @@ import pandas as pd
 from ..config import PipelineConfig
 from .. import settings
 from ..store import ResultStore, canonical_json
-from ..store.db import transaction
+from ..store import jobs as job_table
 from ..store.keys import sha256_hex
 from ..store.locks import FileLock, holder, is_locked
 
@@ -170,20 +170,16 @@ def _select(spec: JobSpec) -> list:
 def submit(store: ResultStore, spec: JobSpec, refs: list | None = None, requeue: bool = False) -> str:
     """:func:`submit_job`, optionally with the already selected slices (saves a second scan)."""
     jid = spec.job_id()
-    row = store.con.execute("SELECT state FROM jobs WHERE job_id = ?", (jid,)).fetchone()
+    row = job_table.job_state(store.con, jid)
     now = time.time()
     if row is None:
         if refs is None:
             refs = _select(spec)
         spec_json = canonical_json(spec.to_dict())
-        with transaction(store.con) as con:
-            con.execute("INSERT OR IGNORE INTO jobs (job_id, spec_json, device, state, total, created_at, updated_at) "
-                        "VALUES (?, ?, ?, 'queued', ?, ?, ?)", (jid, spec_json, spec.device, len(refs), now, now))
+        job_table.add_job(store.con, jid, spec_json, spec.device, len(refs), now)
         store.add_run(jid, spec.backend, spec.mode_list(), spec_json, spec.weights_sha256(), len(refs))
     elif requeue or row["state"] in ("failed", "cancelled"):
-        with transaction(store.con) as con:
-            con.execute("UPDATE jobs SET state = 'queued', cancel = 0, error = NULL, updated_at = ? "
-                        "WHERE job_id = ? AND state NOT IN ('queued', 'running')", (now, jid))
+        job_table.requeue_job(store.con, jid, now)
     return jid
 
 
@@ -196,10 +192,7 @@ def submit_job(store: ResultStore, spec: JobSpec, requeue: bool = False) -> str:
 
 def cancel_job(store: ResultStore, job_id: str) -> None:
     """Ask a job to stop after its current slice (a queued one is cancelled at once)."""
-    with transaction(store.con) as con:
-        con.execute("UPDATE jobs SET cancel = 1, updated_at = ? WHERE job_id = ?", (time.time(), job_id))
-        con.execute("UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE job_id = ? AND state = 'queued'",
-                    (time.time(), job_id))
+    job_table.request_cancel(store.con, job_id)
 
 
 def _eta(store: ResultStore, row, state: str) -> float | None:
@@ -208,10 +201,9 @@ def _eta(store: ResultStore, row, state: str) -> float | None:
     total, done = row["total"] or 0, row["done"] or 0
     remaining = max(0, total - done)
     if state == "running":
-        r = store.con.execute("SELECT AVG(seconds), COUNT(*) FROM job_slices WHERE job_id = ? AND computed > 0",
-                              (row["job_id"],)).fetchone()
-        if r[1]:
-            return float(r[0]) * remaining
+        mean, n = job_table.mean_slice_seconds(store.con, row["job_id"])
+        if n:
+            return float(mean) * remaining
     try:
         spec = JobSpec.from_dict(json.loads(row["spec_json"]))
         per = estimate_cost(spec, store=store, slices=1)["seconds"]
@@ -224,15 +216,14 @@ def job_status(store: ResultStore, job_id: str) -> dict[str, Any]:
     """``{state, done, total, failed, current, errors: [(slice_id, error)], started_at, finished_at,
     eta_s}`` plus ``computed``/``skipped``/``failed_results`` (slice × mode results of the latest
     execution), ``error`` (why a failed job could not start), ``interrupted``, ``owner``, ``device``."""
-    row = store.con.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    row = job_table.job_row(store.con, job_id)
     if row is None:
         raise KeyError(f"no job {job_id}")
     state = row["state"]
     interrupted = state == "running" and not is_locked(job_lock(store, job_id).path)
     if interrupted:
         state = "queued"
-    errors = [(r[0], r[1]) for r in store.con.execute(
-        "SELECT slice_id, error FROM job_slices WHERE job_id = ? AND state = 'failed' ORDER BY updated_at", (job_id,))]
+    errors = job_table.job_errors(store.con, job_id)
     return {"job_id": job_id, "state": state, "done": row["done"], "total": row["total"], "failed": row["failed"],
             "current": row["current"], "errors": errors, "started_at": row["started_at"], "finished_at": row["finished_at"],
             "eta_s": _eta(store, row, state), "computed": row["computed"], "skipped": row["skipped"],
@@ -244,10 +235,10 @@ def list_jobs(store: ResultStore) -> pd.DataFrame:
     """One row per job, newest first: job_id, state, backend, modes, split, limit, done, total,
     failed, computed, skipped, current, created_at, started_at, finished_at, error."""
     rows = []
-    for r in store.con.execute("SELECT job_id FROM jobs ORDER BY created_at DESC").fetchall():
-        st = job_status(store, r[0])
-        spec = json.loads(store.con.execute("SELECT spec_json FROM jobs WHERE job_id = ?", (r[0],)).fetchone()[0])
-        rows.append({"job_id": r[0], "state": st["state"], "backend": spec["backend"], "modes": ",".join(spec["modes"]),
+    for job_id in job_table.job_ids(store.con):
+        st = job_status(store, job_id)
+        spec = json.loads(job_table.job_spec_json(store.con, job_id))
+        rows.append({"job_id": job_id, "state": st["state"], "backend": spec["backend"], "modes": ",".join(spec["modes"]),
                      "split": spec["split"], "limit": spec["limit"], "samples": spec["config"]["samples"],
                      **{k: st[k] for k in ("done", "total", "failed", "computed", "skipped", "current", "started_at",
                                            "finished_at", "error")}})
@@ -311,19 +302,14 @@ POST_SECONDS = {"fusion": 0.02, "crf": 0.3}  # per slice, no model pass
 
 
 def record_timing(store: ResultStore, backend: str, device: str, stages: dict[str, float], n: int = 1) -> None:
-    host = socket.gethostname()
-    with transaction(store.con) as con:
-        for stage, sec in stages.items():
-            con.execute("INSERT OR REPLACE INTO calibration_timing (backend, device, host, stage, seconds, n, measured_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (backend, device, host, stage, float(sec), n, time.time()))
+    job_table.put_timing(store.con, backend, device, socket.gethostname(), stages, n)
 
 
 def measured_timing(store: ResultStore | None, backend: str, device: str = "cpu") -> dict[str, float] | None:
     """Seconds per stage measured on this host (else any host) for backend × device, or None."""
     if store is None:
         return None
-    rows = store.con.execute("SELECT host, stage, seconds FROM calibration_timing WHERE backend = ? AND device = ? "
-                             "ORDER BY measured_at", (backend, device)).fetchall()
+    rows = job_table.timing_rows(store.con, backend, device)
     if not rows:
         return None
     here = [r for r in rows if r["host"] == socket.gethostname()] or rows

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..store import ResultStore, image_relpath, result_key
-from ..store.db import transaction
+from ..store import jobs as job_table
 from .jobs import JobSpec, job_lock, measured_timing, measure_timing, submit, worker_lock
 
 __all__ = ["Counts", "execute_job", "run_sweep", "worker_loop"]
@@ -37,23 +37,14 @@ class Counts:
 
 
 def _set(store: ResultStore, job_id: str, **cols) -> None:
-    cols["updated_at"] = time.time()
-    sql = ", ".join(f"{k} = ?" for k in cols)
-    with transaction(store.con) as con:
-        con.execute(f"UPDATE jobs SET {sql} WHERE job_id = ?", (*cols.values(), job_id))
+    job_table.set_job(store.con, job_id, **cols)
 
 
 def _record_slice(store: ResultStore, job_id: str, slice_id: str, state: str, c: Counts, computed: int, skipped: int,
                   seconds: float, error: str | None = None, file: str | None = None) -> bool:
     """Progress of one slice; returns whether a cancel was requested."""
-    now = time.time()
-    with transaction(store.con) as con:
-        con.execute("INSERT OR REPLACE INTO job_slices (job_id, slice_id, state, error, file, computed, skipped, seconds, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, slice_id, state, error, file, computed, skipped, seconds, now))
-        con.execute("UPDATE jobs SET done = done + 1, failed = failed + ?, computed = ?, skipped = ?, failed_results = ?, "
-                    "updated_at = ? WHERE job_id = ?", (int(state == "failed"), c.computed, c.skipped, c.failed, now, job_id))
-        return bool(con.execute("SELECT cancel FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0])
+    return job_table.record_job_slice(store.con, job_id, slice_id, state, computed, skipped, seconds,
+                                      (c.computed, c.skipped, c.failed), error=error, file=file)
 
 
 def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, progress: bool = False,
@@ -67,14 +58,13 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     from ..pipeline import result_key_material
     from .sweep import build_backend, iter_sweep, parse_modes, select_slices
 
-    row = store.con.execute("SELECT spec_json FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    if row is None:
+    spec_json = job_table.job_spec_json(store.con, job_id)
+    if spec_json is None:
         raise KeyError(f"no job {job_id}")
-    spec = JobSpec.from_dict(json.loads(row[0]))
+    spec = JobSpec.from_dict(json.loads(spec_json))
     _set(store, job_id, state="running", started_at=time.time(), finished_at=None, done=0, failed=0, computed=0,
          skipped=0, failed_results=0, current=None, error=None, cancel=0, owner=f"{socket.gethostname()}:{os.getpid()}")
-    with transaction(store.con) as con:
-        con.execute("DELETE FROM job_slices WHERE job_id = ?", (job_id,))
+    job_table.clear_job_slices(store.con, job_id)
     c = Counts()
     try:
         torch.set_grad_enabled(False)
@@ -94,7 +84,7 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
             raise
         return c
     sids = {m: store.put_settings(material[m]) for m in modes}
-    store.add_run(job_id, backend.name, modes, row[0], backend.weights_sha256, len(refs))
+    store.add_run(job_id, backend.name, modes, spec_json, backend.weights_sha256, len(refs))
     _set(store, job_id, total=len(refs))
     need_timing = measured_timing(store, backend.name, spec.device) is None
     planned: dict = {}
@@ -164,7 +154,7 @@ def _attach(store: ResultStore, job_id: str, lock, progress: bool) -> None:
     bar = tqdm(total=st["total"], desc="attached", unit="slice", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
         while not lock.acquire(timeout=1.0):
-            row = store.con.execute("SELECT done, total FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            row = job_table.job_state(store.con, job_id)
             bar.total, bar.n = row["total"], row["done"]
             bar.refresh()
     finally:
@@ -185,12 +175,6 @@ def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, pr
         lock.release()
 
 
-def _next_jobs(store: ResultStore, device: str) -> list[str]:
-    return [r[0] for r in store.con.execute(
-        "SELECT job_id FROM jobs WHERE device = ? AND state IN ('queued', 'running') AND cancel = 0 ORDER BY created_at",
-        (device,))]
-
-
 def worker_loop(root: Path | str, device: str = "cpu", idle_exit: float | None = None, poll: float = 1.0,
                 log=print) -> int:
     """Hold the device's worker lock and execute queued (or interrupted) jobs one at a time.
@@ -206,12 +190,12 @@ def worker_loop(root: Path | str, device: str = "cpu", idle_exit: float | None =
         idle_since = time.monotonic()
         while True:
             ran = False
-            for job_id in _next_jobs(store, device):
+            for job_id in job_table.runnable_jobs(store.con, device):
                 lock = job_lock(store, job_id)
                 if not lock.acquire(timeout=0):
                     continue  # a foreground `run` is executing it
                 try:
-                    st = store.con.execute("SELECT state, cancel FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+                    st = job_table.job_state(store.con, job_id)
                     if st["state"] not in ("queued", "running") or st["cancel"]:
                         continue
                     log(f"job {job_id}: start")
