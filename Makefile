@@ -24,8 +24,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m unit tests
 
+# app timings over a 50,000-row store: STORE=<a real results store> (default $$SEGUNC_TEST_STORE)
 bench-browser: $(STAMP)
-	$(PY) benchmarks/browser_perf.py
+	$(PY) benchmarks/browser_perf.py $(if $(STORE),--store $(STORE))
 
 clean:
 	rm -rf $(VENV)
