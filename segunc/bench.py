@@ -139,7 +139,7 @@ def sweep_peak_rss_mb(args: argparse.Namespace, data: str) -> float:
     with tempfile.TemporaryDirectory(prefix="segunc-bench-") as cache:
         cmd = [sys.executable, "-m", "segunc", "run", "--data", data, "--backend", args.backend, "--modes", args.mode,
                "--samples", str(args.samples), "--placement", args.placement, "--limit", str(args.sweep_rss),
-               "--spread", "--device", args.device, "--cache", cache]
+               "--spread", "--device", args.device, "--store", cache]
         if args.weights:
             cmd += ["--weights", args.weights]
         r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)

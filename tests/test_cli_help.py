@@ -72,4 +72,4 @@ def test_flag_defaults_come_from_the_pipeline_config():
     assert (args.fusion_weighting, args.fusion_threshold, args.fusion_source, args.crf_iterations) == (
         d.fusion.weighting, d.fusion.threshold, d.fusion.source, d.crf.iterations)
     assert float(args.temperature) == d.temperature
-    assert build_parser().parse_args(["gc", "--cache", "/x"]).cache == build_parser().parse_args(["gc", "--store", "/x"]).cache
+    assert build_parser().parse_args(["gc", "--cache", "/x"]).store == build_parser().parse_args(["gc", "--store", "/x"]).store

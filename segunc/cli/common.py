@@ -50,13 +50,13 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
     """``--store DIR`` (alias ``--cache``, its older name): the results store folder."""
-    p.add_argument("--store", "--cache", dest="cache", type=Path, default=None, metavar="DIR",
+    p.add_argument("--store", "--cache", dest="store", type=Path, default=None, metavar="DIR",
                    help="results store folder (default: $SEGUNC_CACHE or data/cache)")
 
 
 def store_root(args: argparse.Namespace) -> Path:
     """The store folder named by ``--store`` / ``--cache``, else :func:`segunc.settings.store_dir`."""
-    return settings.store_dir(getattr(args, "cache", None))
+    return settings.store_dir(getattr(args, "store", None))
 
 
 def data_root(args: argparse.Namespace) -> Path:
@@ -152,7 +152,7 @@ def sweep(args: argparse.Namespace):
     BACKENDS.get(args.backend)  # unknown backend: fail before touching the store
     fit_temperature_arg(args, data)
     spec = spec_from_args(args)
-    store = ResultStore(args.cache)
+    store = ResultStore(args.store)
     job_id, counts = run_sweep(store, spec, refs=refs, progress=True)
     return store, spec, job_id, counts, refs
 

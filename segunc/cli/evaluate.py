@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     except sweep_errors() as exc:
         return fail(str(exc).strip("'\""))
     except StoreFullError as exc:  # keep what was stored; write its rows, then say how to go on
-        full, store, spec = exc, ResultStore(args.cache), spec_from_args(args)
+        full, store, spec = exc, ResultStore(args.store), spec_from_args(args)
         job_id, counts, refs = spec.job_id(), None, [None]
     modes = spec.mode_list()
     df = store.metrics_frame(run_ids=[job_id])

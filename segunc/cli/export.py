@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..store import ResultStore
 
-    store = ResultStore(args.cache)
+    store = ResultStore(args.store)
     try:
         n = store.export(args.out, args.format, backends=csv_list(args.backend), modes=csv_list(args.modes),
                          slice_ids=csv_list(args.slices), run_ids=csv_list(args.run))

@@ -18,7 +18,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..store import ResultStore
 
-    store = ResultStore(args.cache)
+    store = ResultStore(args.store)
     report = store.gc(grace_s=args.grace, verify=args.verify)
     print(" ".join(f"{k}={v}" for k, v in {**report, **store.stats()}.items()))
     return 0

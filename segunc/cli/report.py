@@ -19,7 +19,7 @@ from .common import add_store_args, csv_list, store_root
 def _command(args: argparse.Namespace, root: Path) -> str:
     """The command line that regenerates this report (options that differ from their defaults)."""
     parts = ["python -m segunc report", f"--split {args.split}", f"--out {shlex.quote(str(args.out))}",
-             f"--cache {shlex.quote(str(root))}"]
+             f"--store {shlex.quote(str(root))}"]
     for flag, value, default in (("--backend", args.backend, None), ("--run", args.run, None),
                                  ("--val-split", args.val_split, "val"), ("--data", args.data, None),
                                  ("--score", args.score, "entropy_near"), ("--bad-dice", args.bad_dice, 0.7),
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     root = store_root(args)
     if not (root / "store.sqlite").is_file():
         print(f"error: no results store at {root}. Compute results first, e.g.: python -m segunc run --split "
-              f"{args.split if args.split != 'all' else 'val'} --backend unet --cache {root}", file=sys.stderr)
+              f"{args.split if args.split != 'all' else 'val'} --backend unet --store {root}", file=sys.stderr)
         return 2
     opts = ReportOptions(split=args.split, val_split=args.val_split, backends=csv_list(args.backend), run_ids=csv_list(args.run),
                          data=args.data, score=args.score, bad_dice=args.bad_dice, target_recall=args.target_recall,

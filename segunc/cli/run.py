@@ -44,7 +44,7 @@ def _queue(args: argparse.Namespace) -> int:
     try:
         fit_temperature_arg(args, data_root(args))
         spec = spec_from_args(args)
-        store = ResultStore(args.cache)
+        store = ResultStore(args.store)
         job_id = submit_job(store, spec)
         cost = estimate_cost(spec, store=store)
     except sweep_errors() as exc:

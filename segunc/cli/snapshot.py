@@ -16,13 +16,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.snapshot_command == "export":
             out = args.out or Path(time.strftime("segunc-snapshot-%Y%m%d-%H%M%S.tar.gz"))
-            m = export_snapshot(out, args.cache)
+            m = export_snapshot(out, args.store)
             print(f"wrote {out}: {m['results']} results, {m['map_files']} map files, {m['runs']} runs "
                   f"(segunc {m['segunc_version']}, pipeline {m['pipeline_version']})")
             if m["dropped_results"]:
                 print(f"left out {len(m['dropped_results'])} result(s) whose map file was missing or corrupt")
             return 0
-        res = import_snapshot(args.archive, args.cache, force=args.force)
+        res = import_snapshot(args.archive, args.store, force=args.force)
         m = res["manifest"]
         print(f"imported {res['results']} results into {res['root']} (snapshot of {m.get('source')} on "
               f"{m.get('host')}, {m.get('created_at')}, segunc {m.get('segunc_version')})")

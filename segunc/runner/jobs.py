@@ -155,8 +155,8 @@ def worker_lock(root: Path | str, device: str = "cpu") -> FileLock:
     return FileLock(Path(root) / "locks" / f"worker-{_safe(device)}.lock")
 
 
-def worker_alive(cache_dir: Path | str | None = None, device: str = "cpu") -> bool:
-    root = settings.store_dir(cache_dir).resolve()
+def worker_alive(store_dir: Path | str | None = None, device: str = "cpu") -> bool:
+    root = settings.store_dir(store_dir).resolve()
     return is_locked(worker_lock(root, device).path)
 
 
@@ -251,19 +251,19 @@ def list_jobs(store: ResultStore) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- worker
-def ensure_worker(cache_dir: Path | str | None = None, device: str = "cpu", idle_exit: float | None = 600.0,
+def ensure_worker(store_dir: Path | str | None = None, device: str = "cpu", idle_exit: float | None = 600.0,
                   wait_s: float = 30.0) -> bool:
     """Start a detached ``python -m segunc worker`` for ``device`` unless a live one holds the
     worker lock; returns whether a worker is running. The worker outlives the caller (own
     session) and exits after ``idle_exit`` seconds without jobs; its log is ``logs/worker-<device>.log``."""
-    root = ResultStore(cache_dir).root
+    root = ResultStore(store_dir).root
     lock_path = worker_lock(root, device).path
     if is_locked(lock_path):
         return True
     pkg_parent = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "segunc", "worker", "--cache", str(root), "--device", device]
+    cmd = [sys.executable, "-m", "segunc", "worker", "--store", str(root), "--device", device]
     if idle_exit is not None:
         cmd += ["--idle-exit", str(idle_exit)]
     log = open(root / "logs" / f"worker-{_safe(device)}.log", "ab")
@@ -283,9 +283,9 @@ def ensure_worker(cache_dir: Path | str | None = None, device: str = "cpu", idle
     return is_locked(lock_path)
 
 
-def worker_info(cache_dir: Path | str | None = None, device: str = "cpu") -> dict | None:
+def worker_info(store_dir: Path | str | None = None, device: str = "cpu") -> dict | None:
     """``{"host", "pid", "since"}`` of the live worker of ``device``, else None."""
-    root = settings.store_dir(cache_dir).resolve()
+    root = settings.store_dir(store_dir).resolve()
     path = worker_lock(root, device).path
     return holder(path) if is_locked(path) else None
 

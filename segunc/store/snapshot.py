@@ -57,8 +57,8 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _store_root(cache: Path | str | None) -> Path:
-    return settings.store_dir(cache).resolve()
+def _store_root(store: Path | str | None) -> Path:
+    return settings.store_dir(store).resolve()
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
@@ -70,13 +70,13 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> No
 
 
 # ---------------------------------------------------------------------------------------- export
-def export_snapshot(out: Path | str, cache: Path | str | None = None) -> dict:
-    """Write the store in ``cache`` (default ``$SEGUNC_CACHE`` / ``data/cache``) to ``out``
+def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
+    """Write the store in ``store`` (default ``$SEGUNC_CACHE`` / ``data/cache``) to ``out``
     (a ``.tar.gz``), atomically; returns the manifest."""
     from .. import PIPELINE_VERSION, __version__
     from .db import connect
 
-    root = _store_root(cache)
+    root = _store_root(store)
     db = root / DB_NAME
     if not db.is_file():
         raise SnapshotError(f"{root}: no results store here (no {DB_NAME}); nothing to export")
@@ -231,15 +231,15 @@ def _verify_staged(stage: Path, manifest: dict) -> int:
     return len(rows)
 
 
-def import_snapshot(archive: Path | str, cache: Path | str | None = None, force: bool = False) -> dict:
-    """Install the snapshot ``archive`` as the store in ``cache`` (default ``$SEGUNC_CACHE`` /
+def import_snapshot(archive: Path | str, store: Path | str | None = None, force: bool = False) -> dict:
+    """Install the snapshot ``archive`` as the store in ``store`` (default ``$SEGUNC_CACHE`` /
     ``data/cache``). Refuses to replace a store holding results unless ``force``, and a store
     in use (a held lock) always. Returns ``{"root", "results", "manifest"}``."""
     archive = Path(archive).expanduser()
     if not archive.is_file():
         raise SnapshotError(f"{archive}: no such file")
     manifest = read_manifest(archive)
-    root = _store_root(cache)
+    root = _store_root(store)
     if root.exists() and not root.is_dir():
         raise SnapshotError(f"{root} exists and is not a folder")
     if root.exists():
@@ -249,7 +249,7 @@ def import_snapshot(archive: Path | str, cache: Path | str | None = None, force:
         n = _existing_results(root)
         if n and not force:
             raise SnapshotError(f"{root} already holds a results store ({n} results); refusing to overwrite it: "
-                                f"use --force to replace it, or import into another folder with --cache")
+                                f"use --force to replace it, or import into another folder with --store")
     root.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
     stage = root.parent / f".{root.name}.import-{token}"
