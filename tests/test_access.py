@@ -530,6 +530,8 @@ def _fingerprint(root: Path) -> dict:
 def test_demo_mode_is_read_only_and_offline(app_env, app_store, tmp_path, monkeypatch):
     """A snapshot of the fixture store imported into a read-only folder; every page in demo mode: the
     banner names the snapshot, Run only explains, nothing is written and no connection is attempted."""
+    import pages._settings as app_settings
+    from segunc import settings
     from segunc.store.snapshot import export_snapshot, import_snapshot
 
     archive = tmp_path / "results.tar.gz"
@@ -540,7 +542,7 @@ def test_demo_mode_is_read_only_and_offline(app_env, app_store, tmp_path, monkey
         (demo / f"store.sqlite{suffix}").unlink(missing_ok=True)
     monkeypatch.setenv("SEGUNC_CACHE", str(demo))
     monkeypatch.setenv("SEGUNC_MODE", "demo")
-    monkeypatch.setenv("SEGUNC_OFFLINE", "0")  # the app sets it to 1; setenv (not delenv) makes teardown undo that
+    monkeypatch.setenv("SEGUNC_OFFLINE", "0")  # demo mode alone must make the app offline
     before = _fingerprint(demo)
     assert before["rows"]["results"] == manifest["results"] == 2 * N_SLICES * 6
 
@@ -571,7 +573,9 @@ def test_demo_mode_is_read_only_and_offline(app_env, app_store, tmp_path, monkey
         assert any("nothing can be computed or queued" in i.value for i in at.info)  # the Run page
         with pytest.raises(KeyError):
             at.button(key="run_queue")
-        assert os.environ.get("SEGUNC_OFFLINE") == "1"
+        # offline without touching the process environment: the pages pass offline= to segunc.fetch
+        assert os.environ.get("SEGUNC_OFFLINE") == "0"
+        assert app_settings.offline() and settings.offline()
     finally:
         for d in dirs:
             d.chmod(0o755)

@@ -165,3 +165,33 @@ def test_slice_decomposition_by_hand():
     d = slice_decomposition(maps)
     assert d["aleatoric_image"] == pytest.approx(0.55) and d["epistemic_in"] == pytest.approx(0.4)
     assert d["epistemic_share"] == pytest.approx(0.2 / 0.75)
+
+
+def test_calibration_table_pools_bins_and_keeps_display_order():
+    from segunc.analysis.reliability import calibration_table
+
+    # two slices per group; bins per result key: (counts, sum_confidence, sum_correct) over 2 bins
+    per_key = {"a1": ([10, 0], [6.0, 0.0], [5.0, 0.0]), "a2": ([0, 30], [0.0, 27.0], [0.0, 30.0]),
+               "b1": ([4, 4], [2.4, 3.6], [2.4, 3.6]), "b2": ([2, 0], [1.2, 0.0], [0.0, 0.0])}
+    frame = pd.DataFrame({"backend": ["unet", "unet", "litemedsam", "litemedsam"],
+                          "mode": ["tta", "tta", "normal", "normal"], "key": ["a1", "a2", "b1", "b2"],
+                          "slice_id": ["s1", "s2", "s1", "s2"], "ece": [0.1, 0.1, 0.0, 0.6],
+                          "nll": [1.0, 3.0, 0.5, 0.5], "brier": [0.2, 0.4, 0.1, 0.3]})
+    seen = []
+
+    def reliability(keys):
+        seen.append(sorted(keys))
+        c, s, k = (np.sum([per_key[x][i] for x in keys], axis=0) for i in range(3))
+        return {"counts": c, "sum_confidence": s, "sum_correct": k}
+
+    bins, table = calibration_table(frame, reliability)
+    assert list(bins) == [("unet", "tta"), ("litemedsam", "normal")]  # backends in registry order
+    assert seen == [["a1", "a2"], ["b1", "b2"]]
+    assert list(table.columns) == ["backend", "mode", "slices", "pixels", "pooled ECE", "mean per-slice ECE",
+                                   "mean NLL", "mean Brier"]
+    unet, lite = table.iloc[0], table.iloc[1]
+    assert unet["pixels"] == 40 and unet["slices"] == 2
+    # pooled: |5 − 6| + |30 − 27| over 40 pixels, not the mean of the per-slice ECEs
+    assert unet["pooled ECE"] == pytest.approx(4 / 40)
+    assert unet["mean per-slice ECE"] == pytest.approx(0.1) and unet["mean NLL"] == pytest.approx(2.0)
+    assert lite["pooled ECE"] == pytest.approx(1.2 / 10) and lite["mean Brier"] == pytest.approx(0.2)
