@@ -24,8 +24,6 @@ from .postprocess import POST_STEPS, StepInput, get_step
 from .postprocess.base import MAP_NAMES
 from .uncertainty import summarize
 
-POST_MODES = tuple(POST_STEPS.names())
-
 
 @dataclass
 class ModeResult:
