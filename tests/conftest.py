@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ VAL_TUMOUR = ["TCGA_CS_4941_19960909_12", "TCGA_CS_4941_19960909_14"]
 
 
 LAYERS = ("unit", "integration", "app")
+_UNIT_MODULE = re.compile(r"^pytestmark = (pytest\.mark\.unit|\[pytest\.mark\.unit\b)", re.M)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With ``-m unit`` alone (``make test-fast``) a module whose ``pytestmark`` is another layer is not even
+    imported: its imports (torch, the backends, the app) would cost more than the unit tests themselves."""
+    if config.getoption("markexpr") != "unit" or not collection_path.name.startswith("test_") \
+            or collection_path.suffix != ".py":
+        return None
+    return None if _UNIT_MODULE.search(collection_path.read_text()) else True
 
 
 def pytest_collection_modifyitems(config, items):
