@@ -34,7 +34,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=30, help="T for mc_dropout / noisy / box_jitter (TTA uses its 30 transforms)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--support-data", type=Path, default=None, help="UniverSeg support slices (train split; default: --data)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (an error if CUDA is not available)")
+    p.add_argument("--autocast", default="none", choices=["none", "bf16"], help="bf16 autocast on CUDA (part of the result key)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per forward pass")
     p.add_argument("--p", type=float, default=0.01, help="MC dropout probability")
     p.add_argument("--placement", default="all", choices=["all", "decoder"], help="MC dropout placement (MedSAM family)")
@@ -94,6 +95,8 @@ def fit_temperature_arg(args: argparse.Namespace, data) -> None:
 
 def backend_options(args: argparse.Namespace) -> dict:
     opts = {}
+    if getattr(args, "autocast", "none") == "bf16":
+        opts["precision"] = "bf16"
     if args.channels:
         opts["channels"] = args.channels
     if args.backend in ("litemedsam", "medsam"):
@@ -138,7 +141,12 @@ def _sweep(args: argparse.Namespace):
     fit_temperature_arg(args, data)
     spec = spec_from_args(args)
     store = ResultStore(args.cache)
-    job_id, counts = run_sweep(store, spec, refs=refs, progress=True)
+    executor = None
+    if getattr(args, "executor", "local") == "ray":
+        from .runner.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.ray_address)
+    job_id, counts = run_sweep(store, spec, refs=refs, progress=True, executor=executor)
     return store, spec, job_id, counts, refs
 
 
@@ -191,6 +199,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Compute a sweep into the store; last line ``DONE computed=N skipped=M failed=K``."""
+    if args.background and args.executor == "ray":
+        return _fail("--executor ray runs in the foreground (the driver stores results as they arrive); drop --background")
     if args.background:
         from .runner.jobs import ensure_worker, estimate_cost, submit_job
         from .store import ResultStore
@@ -274,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_args(run)
     run.add_argument("--keep-samples", action="store_true", help="also store the T sample maps (float16)")
     run.add_argument("--background", action="store_true", help="queue it for the background worker (started if needed)")
+    run.add_argument("--executor", default="local", choices=["local", "ray"], help="where to compute: here, or on a Ray cluster")
+    run.add_argument("--ray-address", default=None, help="Ray cluster (host:port; default $RAY_ADDRESS, else a local Ray)")
     run.set_defaults(func=cmd_run)
 
     wk = sub.add_parser("worker", help="execute queued sweeps one at a time (one worker per device)")
