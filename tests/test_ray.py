@@ -24,6 +24,7 @@ from tests.conftest import ROOT
 import ray  # noqa: F401 - a pinned requirement: missing, the module fails (never skips)
 
 RAY = str(Path(sys.executable).with_name("ray"))
+STORE_DB = "store.sqlite"  # ResultStore.db_path, read directly while a sweep writes it
 OBJECT_STORE = str(80 * 1024 * 1024)
 METRICS = ("iou", "dice", "accuracy", "precision", "recall", "nll", "ece", "brier", "certainty", "threshold",
            "tumour_px", "pred_px", "mean_entropy", "mean_variance", "mean_mi")
@@ -148,7 +149,7 @@ def _popen(args, cluster):
 
 
 def _rows(cache: Path) -> dict[str, dict]:
-    con = sqlite3.connect(cache / "results.sqlite")
+    con = sqlite3.connect(cache / STORE_DB)
     con.row_factory = sqlite3.Row
     try:
         return {r["key"]: dict(r) for r in con.execute(f"SELECT key, slice_id, mode, {', '.join(METRICS)} FROM results")}
@@ -157,7 +158,7 @@ def _rows(cache: Path) -> dict[str, dict]:
 
 
 def _n_results(cache: Path) -> int:
-    db = cache / "results.sqlite"
+    db = cache / STORE_DB
     if not db.exists():
         return 0
     con = sqlite3.connect(db, timeout=30)
@@ -178,7 +179,7 @@ def _no_duplicates(cache: Path, n_slices: int, modes: list[str]) -> None:
     rows = _rows(cache)
     pairs = [(r["slice_id"], r["mode"]) for r in rows.values()]
     assert len(pairs) == len(set(pairs)) == n_slices * len(modes), sorted(pairs)
-    con = sqlite3.connect(cache / "results.sqlite")
+    con = sqlite3.connect(cache / STORE_DB)
     try:
         states = con.execute("SELECT state, COUNT(*) FROM job_slices GROUP BY state").fetchall()
     finally:
@@ -271,3 +272,25 @@ def test_driver_killed_and_resumed(cluster, lgg_root, unet_weights, tmp_path):
     assert done["failed"] == 0 and done["computed"] + done["skipped"] == n * len(modes), done
     assert done["skipped"] >= stored and done["computed"] >= 1, (done, stored)
     _no_duplicates(cache, n, modes)
+
+
+def test_cuda_asked_without_cuda_is_a_clear_error(unet_weights):
+    """``--device cuda`` on a machine without CUDA: a ValueError naming the device (every backend
+    goes through Backend.__init__); bf16 autocast off CUDA: an error, not an fp32 run under a bf16 key."""
+    import torch
+
+    from segunc.backends import get_backend
+    from segunc.runner.worker import check_precision
+
+    if torch.cuda.is_available():
+        assert get_backend("unet", weights=unet_weights, device="cuda").device.type == "cuda"
+        with pytest.raises(ValueError, match="CUDA device"):
+            get_backend("unet", weights=unet_weights, device=f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ValueError, match="device 'cuda' asked for but CUDA is not available"):
+            get_backend("unet", weights=unet_weights, device="cuda")
+    with pytest.raises(ValueError, match="bf16 autocast runs on CUDA only"):
+        check_precision({"precision": "bf16"}, "cpu")
+    check_precision({"precision": "bf16"}, "cuda")
+    with pytest.raises(ValueError, match="precision must be"):
+        get_backend("unet", weights=unet_weights, device="cpu", precision="fp8")

@@ -218,8 +218,10 @@ class RayExecutor:
 
         try:
             while pending or inflight or retry or now:
-                for actor in list(alive):
-                    while alive[actor] < self.per_actor and (retry or pending):
+                # queue up to per_actor tasks per actor while work is plentiful, one near the end
+                depth = self.per_actor if len(pending) + len(retry) > len(alive) * self.per_actor * self.batch else 1
+                for actor in sorted(alive, key=alive.get):
+                    while alive[actor] < depth and (retry or pending):
                         items, tries = retry.popleft() if retry else (take(), 0)
                         if items:
                             inflight[actor.run.remote(items)] = (actor, items, tries)
@@ -285,3 +287,47 @@ def _cause(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     last = [t for t in text if t.strip()]
     return (last[-1] if last else type(exc).__name__)[:500]
+
+
+# ------------------------------------------------------------------ command line (used by the app)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``info [--address A]``: the cluster as JSON. ``run --cache DIR [--address A] SPECS.json``:
+    run each job spec of the file (a list of :meth:`JobSpec.to_dict` dicts) on the cluster, into
+    the store at DIR — what the app's Run page starts in the background."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m segunc.runner.ray_executor")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info").add_argument("--address", default=None)
+    r = sub.add_parser("run")
+    r.add_argument("--address", default=None)
+    r.add_argument("--cache", required=True, type=Path)
+    r.add_argument("specs", type=Path)
+    args = p.parse_args(argv)
+    try:
+        info = cluster_info(connect(args.address))
+    except Exception as exc:  # noqa: BLE001 - reported to the caller as one line
+        print(json.dumps({"error": str(exc).strip()[:500]}) if args.cmd == "info" else f"error: {exc}")
+        return 2
+    if args.cmd == "info":
+        print(json.dumps(info.as_dict()))
+        return 0
+    from ..store import ResultStore
+    from .jobs import JobSpec
+    from .worker import run_sweep
+
+    print(info.line(), flush=True)
+    store, executor, rc = ResultStore(args.cache), RayExecutor(args.address), 0
+    for d in json.loads(args.specs.read_text()):
+        try:
+            job_id, counts = run_sweep(store, JobSpec.from_dict(d), progress=False, executor=executor)
+            print(f"job {job_id}: {counts.line()}", flush=True)
+        except Exception as exc:  # noqa: BLE001 - the job is marked failed in the store; go on
+            print(f"error: {type(exc).__name__}: {exc}", flush=True)
+            rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
