@@ -232,6 +232,18 @@ def test_ray_sweep_equals_local(cluster, lgg_root, unet_weights, tmp_path):
     assert _done_line(again.stdout) == {"computed": 0, "skipped": 9, "failed": 0}
 
 
+def test_cluster_info_for_the_run_page(cluster):
+    """What the Run page shows: ``python -m segunc.runner.ray_executor info`` → nodes, CPUs, GPUs (JSON)."""
+    import json
+
+    r = subprocess.run([sys.executable, "-m", "segunc.runner.ray_executor", "info", "--address", cluster.address],
+                       cwd=ROOT, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, env=cluster.env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
+    assert (info["nodes"], info["cpus"], info["gpus"]) == (2, 2.0, 0.0), info
+    assert info["address"].endswith(f":{cluster.port}") and len(info["node_list"]) == 2, info
+
+
 def _actor_running(pids) -> bool:
     """A sweep actor on these processes is inside ``run`` (Ray sets the process title)."""
     procs = _procs()

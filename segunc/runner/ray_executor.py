@@ -34,9 +34,13 @@ from typing import Callable, Iterator, Sequence
 from ..data.lgg import SliceError, SliceRef, load_slice
 from .sweep import SliceOutcome
 
-__all__ = ["ClusterInfo", "RayExecutor", "cluster_info", "connect"]
+__all__ = ["ClusterError", "ClusterInfo", "RayExecutor", "cluster_info", "connect"]
 
 _PKG_PARENT = str(Path(__file__).resolve().parents[2])  # the folder that holds the segunc package
+
+
+class ClusterError(ValueError):
+    """The cluster cannot run the sweep (unreachable, no worker can start, all workers lost)."""
 
 
 @dataclass
@@ -71,7 +75,7 @@ def connect(address: str | None = None):
         return ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False, logging_level="ERROR",
                         configure_logging=True, include_dashboard=None if address else False)
     except ConnectionError as exc:
-        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from None
+        raise ClusterError(f"cannot reach a Ray cluster at {address!r}: {exc}") from None
 
 
 def cluster_info(context=None) -> ClusterInfo:
@@ -151,11 +155,12 @@ def _actor_died(exc: BaseException) -> bool:
 class RayExecutor:
     """Computes a job's slices on a Ray cluster; used by :func:`~segunc.runner.worker.execute_job`.
 
-    ``batch``: slices per task; ``per_actor``: tasks queued on each actor (keeps it busy while
-    the driver stores results); ``retries``: re-dispatches of a batch whose actor died;
+    ``batch``: slices per task; ``per_actor``: tasks queued on each actor (1: the next task is
+    sent before the driver stores the last result, so a worker waits only for that round trip,
+    and slow stragglers never hold queued work another worker could take); ``retries``: re-dispatches of a batch whose actor died;
     ``workers``: actors (default: the cluster's CPUs, or GPUs for a CUDA sweep)."""
 
-    def __init__(self, address: str | None = None, batch: int = 1, per_actor: int = 2, retries: int = 3,
+    def __init__(self, address: str | None = None, batch: int = 1, per_actor: int = 1, retries: int = 3,
                  workers: int | None = None, start_timeout: float = 600.0):
         self.address, self.batch, self.per_actor, self.retries = address, max(1, batch), max(1, per_actor), retries
         self.workers, self.start_timeout = workers, start_timeout
@@ -178,7 +183,7 @@ class RayExecutor:
         log(info.line())
         cuda = spec.device.startswith("cuda")
         if cuda and info.gpus < 1:
-            raise ValueError(f"--device {spec.device}: the Ray cluster at {info.address} has no GPU")
+            raise ClusterError(f"--device {spec.device}: the Ray cluster at {info.address} has no GPU")
         n = self.workers or max(1, int(info.gpus if cuda else info.cpus))
         weights = spec.weights_path()
         box = [ray.put(Path(weights).read_bytes())] if weights else [None]
@@ -230,12 +235,12 @@ class RayExecutor:
                 now.clear()
                 if not (inflight or starting):
                     if pending or retry:
-                        raise RuntimeError(f"no Ray worker is left to run the sweep on {info.address}")
+                        raise ClusterError(f"no Ray worker is left to run the sweep on {info.address}")
                     continue
                 waits = list(inflight) + list(starting.values())
                 done, _ = ray.wait(waits, num_returns=1, timeout=5.0)
                 if not alive and time.monotonic() - since_alive > self.start_timeout:
-                    raise RuntimeError(f"no Ray worker could start within {self.start_timeout:g} s on {info.address} "
+                    raise ClusterError(f"no Ray worker could start within {self.start_timeout:g} s on {info.address} "
                                        f"(needs {'1 GPU' if cuda else '1 CPU'} free per worker)")
                 for ref in done:
                     actor = next((a for a, r in starting.items() if r == ref), None)
@@ -245,7 +250,7 @@ class RayExecutor:
                             ray.get(ref)
                         except Exception as exc:  # noqa: BLE001 - a worker that cannot build the backend
                             if not _actor_died(exc) or not alive and not starting and not inflight:
-                                raise RuntimeError(f"a Ray worker failed to start: {_cause(exc)}") from None
+                                raise ClusterError(f"a Ray worker failed to start: {_cause(exc)}") from None
                             log(f"a Ray worker failed to start ({_cause(exc)})")
                             continue
                         alive[actor] = 0
@@ -259,7 +264,7 @@ class RayExecutor:
                             if actor in alive:
                                 del alive[actor]
                                 log(f"a Ray worker died ({_cause(exc)}); its batches go to the others")
-                                since_alive = time.monotonic() if alive else since_alive
+                                since_alive = time.monotonic()  # with none left, the wait for a replacement starts now
                                 a, r = start()  # a replacement, used once the cluster has room for it
                                 starting[a] = r
                             if tries < self.retries:
