@@ -34,6 +34,22 @@ class WeightsError(ValueError):
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, checked: CUDA asked for on a machine without a usable
+    CUDA device, or an index past the last GPU, is a clear error instead of a failure mid-sweep."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r} (expected cpu, cuda or cuda:N): {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device '{device}' asked for but CUDA is not available here ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device '{device}' asked for but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return dev
+
+
 def load_state_dict_file(path: Path, model: nn.Module, *, unwrap: tuple[str, ...] = ("model", "state_dict")) -> None:
     """Load a checkpoint into ``model`` with ``strict=True``; any problem → :class:`WeightsError`."""
     path = Path(path)
@@ -89,7 +105,9 @@ class Backend(ABC):
         return None
 
     def __init__(self, weights: Path | str | None = None, device: str | torch.device = "cpu", **options: Any):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
+        if options.get("precision", "fp32") not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {options['precision']!r}")
         self.options = dict(options)
         self.weights_path: Path | None = Path(weights) if weights is not None else None
         self.model: nn.Module = self.build()

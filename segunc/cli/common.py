@@ -31,7 +31,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=d.samples, help="T for mc_dropout / noisy / box_jitter (TTA uses its 30 transforms)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--support-data", type=Path, default=None, help="UniverSeg support slices (train split; default: --data)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (an error if CUDA is not available)")
+    p.add_argument("--autocast", default="none", choices=["none", "bf16"], help="bf16 autocast on CUDA (part of the result key)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per forward pass")
     p.add_argument("--p", type=float, default=d.p, help="MC dropout probability")
     p.add_argument("--placement", default=d.placement, choices=PLACEMENTS, help="MC dropout placement (MedSAM family)")
@@ -108,6 +109,8 @@ def fit_temperature_arg(args: argparse.Namespace, data) -> None:
 
 def backend_options(args: argparse.Namespace) -> dict:
     opts = {}
+    if getattr(args, "autocast", "none") == "bf16":
+        opts["precision"] = "bf16"
     if args.channels:
         opts["channels"] = args.channels
     if args.backend in ("litemedsam", "medsam"):
@@ -153,7 +156,12 @@ def sweep(args: argparse.Namespace):
     fit_temperature_arg(args, data)
     spec = spec_from_args(args)
     store = ResultStore(args.store)
-    job_id, counts = run_sweep(store, spec, refs=refs, progress=True)
+    executor = None
+    if getattr(args, "executor", "local") == "ray":
+        from ..runner.ray_executor import RayExecutor
+
+        executor = RayExecutor(address=args.ray_address)
+    job_id, counts = run_sweep(store, spec, refs=refs, progress=True, executor=executor)
     return store, spec, job_id, counts, refs
 
 

@@ -13,12 +13,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_store_args(p)
     p.add_argument("--keep-samples", action="store_true", help="also store the T sample maps (float16)")
     p.add_argument("--background", action="store_true", help="queue it for the background worker (started if needed)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"], help="where to compute: here, or on a Ray cluster")
+    p.add_argument("--ray-address", default=None, help="Ray cluster (host:port; default $RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Last line ``DONE computed=N skipped=M failed=K``; exit 3 when the store's disk is full."""
+    if args.background and args.executor == "ray":
+        return fail("--executor ray runs in the foreground (the driver stores results as they arrive); drop --background")
     if args.background:
         return _queue(args)
     from ..store import StoreFullError

@@ -75,12 +75,14 @@ def build_backend(name: str, weights: Path | str | None = None, device: str = "c
 
 
 def iter_sweep(backend: Backend, refs: Iterable[SliceRef], modes: Sequence[str], config: PipelineConfig,
-               plan: Callable[[SliceRef], Sequence[str]] | None = None, group: int | None = None) -> Iterator[SliceOutcome]:
+               plan: Callable[[SliceRef], Sequence[str]] | None = None, group: int | None = None,
+               load: Callable[[SliceRef], Slice] = load_slice) -> Iterator[SliceOutcome]:
     """Evaluate each slice; yield its outcome (results or the error that stopped it).
 
     ``plan(ref)`` (optional) returns the subset of ``modes`` to compute for that slice. Slices are
     read ``group`` at a time (default ``config.batch_size``) so that the single ``normal`` pass of
-    all of them runs as one batch; every stochastic mode already fills a batch with its samples."""
+    all of them runs as one batch; every stochastic mode already fills a batch with its samples.
+    ``load`` reads a slice (a cluster worker is given slices the driver has already read)."""
     group = max(1, group or config.batch_size)
     it = iter(refs)
     while True:
@@ -94,7 +96,7 @@ def iter_sweep(backend: Backend, refs: Iterable[SliceRef], modes: Sequence[str],
                 yield SliceOutcome(ref, planned=[])
                 continue
             try:
-                ready.append((ref, todo, load_slice(ref)))
+                ready.append((ref, todo, load(ref)))
             except SliceError as exc:
                 yield SliceOutcome(ref, error=str(exc), error_file=str(exc.path), planned=todo)
         pre = _batched_normal(backend, [s for _, todo, s in ready if "normal" in todo], config)

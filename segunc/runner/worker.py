@@ -36,6 +36,15 @@ class Counts:
         return f"DONE computed={self.computed} skipped={self.skipped} failed={self.failed}"
 
 
+def check_precision(options: dict, device: str) -> None:
+    """bf16 autocast acts on CUDA only: asking for it on another device is an error, not a
+    silently fp32 run stored under a bf16 key."""
+    import torch
+
+    if options.get("precision", "fp32") == "bf16" and torch.device(device).type != "cuda":
+        raise ValueError(f"bf16 autocast runs on CUDA only; the device is '{device}' (use --device cuda)")
+
+
 def _set(store: ResultStore, job_id: str, **cols) -> None:
     job_table.set_job(store.con, job_id, **cols)
 
@@ -48,9 +57,12 @@ def _record_slice(store: ResultStore, job_id: str, slice_id: str, state: str, c:
 
 
 def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, progress: bool = False,
-                raise_errors: bool = False) -> Counts:
+                raise_errors: bool = False, executor=None) -> Counts:
     """Run job ``job_id`` to the end. The caller holds its :func:`job_lock`.
 
+    ``executor`` (e.g. :class:`segunc.runner.ray_executor.RayExecutor`) computes the slices
+    elsewhere and yields their outcomes in any order; this process still plans (skips what the
+    store holds) and stores each result as it arrives. None: computed here, slice by slice.
     A setup error (data, weights, modes) marks the job failed (and is raised with ``raise_errors``)."""
     import torch
     from tqdm import tqdm
@@ -69,11 +81,13 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     try:
         torch.set_grad_enabled(False)
         root = spec.data_root()
+        check_precision(spec.backend_options, spec.device)
         if refs is None:
             refs = select_slices(root, spec.split, spec.all_slices, spec.limit, spec.patients, spec.spread)
         if not refs:
             raise ValueError(f"{root}: no slices in split '{spec.split}'" + ("" if spec.all_slices else " with tumour"))
-        backend = build_backend(spec.backend, spec.weights, spec.device, spec.support_data, root,
+        device = spec.device if executor is None else executor.driver_device(spec.device)
+        backend = build_backend(spec.backend, spec.weights, device, spec.support_data, root,
                                 spec.pipeline_config().seed, **spec.backend_options)
         modes = parse_modes(spec.modes, backend)
         config = spec.pipeline_config()
@@ -86,7 +100,7 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     sids = {m: store.put_settings(material[m]) for m in modes}
     store.add_run(job_id, backend.name, modes, spec_json, backend.weights_sha256, len(refs))
     _set(store, job_id, total=len(refs))
-    need_timing = measured_timing(store, backend.name, spec.device) is None
+    need_timing = device == spec.device and measured_timing(store, backend.name, spec.device) is None
     planned: dict = {}
 
     def plan(ref):
@@ -97,11 +111,16 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
         _set(store, job_id, current=ref.slice_id)
         return [m for m in modes if keys[m] not in valid]
 
-    bar = tqdm(refs, desc=f"{backend.name} × {len(modes)} modes", unit="slice", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(refs if executor is None else None, total=len(refs), desc=f"{backend.name} × {len(modes)} modes",
+               unit="slice", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     state = "done"
+    if executor is None:
+        outcomes = iter_sweep(backend, bar, modes, config, plan=plan)
+    else:
+        outcomes = executor.iter_sweep(spec, backend, refs, modes, config, plan=plan,
+                                       log=lambda msg: bar.write(msg, file=sys.stderr))
     try:
-        for out in iter_sweep(backend, bar, modes, config, plan=plan):
+        for out in outcomes:
             image, keys, t0 = planned.pop(out.ref)
             todo = out.planned or []
             have = [keys[m] for m in modes if m not in todo]
@@ -127,6 +146,8 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
                 if todo and need_timing:
                     measure_timing(store, backend, out.slice_)
                     need_timing = False
+            if executor is not None:
+                bar.update(1)
             bar.set_postfix(computed=c.computed, skipped=c.skipped, failed=c.failed, refresh=False)
             if cancel:
                 state = "cancelled"
@@ -137,6 +158,8 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
              error=None if cancelled else traceback.format_exception_only(type(exc), exc)[-1].strip())
         raise
     finally:
+        if hasattr(outcomes, "close"):
+            outcomes.close()  # an executor's generator releases its cluster workers
         bar.close()
     _set(store, job_id, state=state, current=None, finished_at=time.time())
     return c
@@ -161,7 +184,8 @@ def _attach(store: ResultStore, job_id: str, lock, progress: bool) -> None:
         bar.close()
 
 
-def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, progress: bool = True) -> tuple[str, Counts]:
+def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, progress: bool = True,
+              executor=None) -> tuple[str, Counts]:
     """Submit ``spec`` and execute it here; if another process is executing it, follow its
     progress, then verify (everything it stored is skipped). Returns (job id, counts)."""
     job_id = submit(store, spec, refs=refs)
@@ -170,7 +194,7 @@ def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, pr
         _attach(store, job_id, lock, progress)
         refs = None
     try:
-        return job_id, execute_job(store, job_id, refs=refs, progress=progress, raise_errors=True)
+        return job_id, execute_job(store, job_id, refs=refs, progress=progress, raise_errors=True, executor=executor)
     finally:
         lock.release()
 
