@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-\npytestmark = pytest.mark.integration
 
 from tests.conftest import ROOT
 
 import ray  # noqa: F401 - a pinned requirement: missing, the module fails (never skips)
+
+pytestmark = pytest.mark.integration
 
 RAY = str(Path(sys.executable).with_name("ray"))
 STORE_DB = "store.sqlite"  # ResultStore.db_path, read directly while a sweep writes it
