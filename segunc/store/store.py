@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..fsutil import fsync_dir
 from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
-from .keys import canonical_json, sha256_hex, settings_id as _settings_id
+from .keys import UnsafeNameError, canonical_json, check_key, check_map_file, check_row_names, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
 
 __all__ = ["ResultStore", "StoreFullError", "default_cache_dir", "FRAME_COLUMNS"]
@@ -99,7 +99,7 @@ class ResultStore:
 
     def _write_file(self, key: str, data: bytes) -> str:
         token = secrets.token_hex(4)
-        rel = f"maps/{key[:2]}/{key}.{token}.npz"
+        rel = check_map_file(f"maps/{check_key(key)[:2]}/{key}.{token}.npz")
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{key}.{token}.tmp"
@@ -218,6 +218,10 @@ class ResultStore:
         """(problem or None, file bytes) of one row."""
         if not _finite(row[m] for m in METRIC_COLUMNS):
             return "non-finite metric in row", None
+        try:
+            check_row_names(row)  # a hand-edited row must not name a file outside maps/
+        except UnsafeNameError as exc:
+            return f"unsafe row: {exc}", None
         path = self.root / row["map_file"]
         try:
             data = path.read_bytes()
