@@ -15,7 +15,9 @@ import sys
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
 from segunc.analysis.stored import stored_error_stats
 from segunc.snapshot import MAX_MANIFEST_BYTES, SnapshotError, export_snapshot, import_snapshot, read_manifest
@@ -217,3 +219,70 @@ def test_hand_edited_store_serves_no_file_outside_it(store, tmp_path, lgg_root):
     store.con.execute("UPDATE results SET image = '../../../../etc/passwd' WHERE key = ?", (good,))
     errs = stored_error_stats(store, [good], lgg_root, cache=False)
     assert "image path" in errs.missing[good]
+
+
+# -------------------------------------------------------------------------- decoding: memory before pixels
+_RSS = """
+import io, resource, sys, time
+import numpy as np, tifffile
+from segunc.data.upload import UploadError, decode_image
+def status(field):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+data = open(sys.argv[1], "rb").read()
+try:
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+    hwm = True
+except OSError:
+    hwm = False
+base = status("VmRSS")
+t = time.perf_counter()
+try:
+    arr, notes, hw = decode_image(data, "upload.tif")
+    print("accepted", arr.shape)
+except UploadError as exc:
+    print("refused", exc)
+peak = status("VmHWM") if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(f"rss {base / 1024:.0f} {peak / 1024:.0f} {time.perf_counter() - t:.2f}")
+"""
+
+
+def _decode_in_child(path: Path) -> tuple[str, float, float, float]:
+    """(first output line, peak RSS MB, its rise over the imports MB, seconds) of decode_image(path) in a child."""
+    out = subprocess.run([sys.executable, "-c", _RSS, str(path)], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    lines = out.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("rss"), out.stderr[-2000:]
+    base, peak, secs = (float(x) for x in lines[-1].split()[1:])
+    return lines[0], peak, peak - base, secs
+
+
+@pytest.mark.parametrize("samples", [64, 512])
+def test_upload_header_bomb_is_refused_before_decoding(samples, tmp_path):
+    from .test_robustness import write_header_bomb
+
+    path = tmp_path / f"bomb{samples}.tif"
+    write_header_bomb(path, samples)
+    said, peak, rise, secs = _decode_in_child(path)
+    print(f"{path.stat().st_size} B TIFF declaring 4096x4096x{samples}: {said!r}; peak RSS {peak:.0f} MB "
+          f"(+{rise:.0f} MB over the imports), {secs:.2f} s")
+    assert said.startswith("refused") and f"image has {samples} channels" in said
+    assert rise < 32 and secs < 2
+
+
+def test_upload_decode_budget_worst_cases(tmp_path):
+    """The worst accepted upload (4096² RGB, 16 bits) and a refused float64 one, peak RSS measured."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 65535, (64, 64, 3), dtype=np.uint16)
+    worst = np.kron(small, np.ones((64, 64, 1), np.uint16))  # 4096 × 4096 × 3, compressible
+    ok = tmp_path / "rgb16.tif"
+    tifffile.imwrite(ok, worst, compression="zlib", photometric="rgb")
+    said, peak, rise, secs = _decode_in_child(ok)
+    print(f"worst accepted (4096x4096x3 uint16, {ok.stat().st_size >> 10} KiB): {said!r}; peak RSS {peak:.0f} MB "
+          f"(+{rise:.0f} MB), {secs:.2f} s")
+    assert said.startswith("accepted") and rise < 400
+    bad = tmp_path / "rgb64.tif"
+    tifffile.imwrite(bad, worst[:2048].astype(np.float64), compression="zlib", photometric="rgb")
+    said, peak, rise, secs = _decode_in_child(bad)
+    print(f"refused (2048x4096x3 float64, {bad.stat().st_size >> 10} KiB): {said!r}; peak RSS {peak:.0f} MB "
+          f"(+{rise:.0f} MB), {secs:.2f} s")
+    assert said.startswith("refused") and "has 64 bits per sample" in said and rise < 32

@@ -60,6 +60,7 @@ class Case:
     rc: int
     message: str  # expected in the output, next to the name of ctx.bad
     rows: tuple[str, ...] = ()  # slice ids whose rows must be in the CSV (none: no CSV)
+    all_slices: bool = True  # False: the default tumour-only selection (which reads masks first)
 
 
 # ---------------------------------------------------------------------------------------- spoilers
@@ -78,6 +79,30 @@ def size_mismatch(c: Ctx):
     m = np.zeros((128, 128), np.uint8)
     m[40:80, 40:80] = 255
     tifffile.imwrite(c.bad, m)
+
+
+def empty_mask_size_mismatch(c: Ctx):
+    """A mask of another size that holds no tumour pixel: not silently skipped as tumour-free."""
+    c.bad = c.mask(BAD)
+    tifffile.imwrite(c.bad, np.zeros((128, 128), np.uint8))
+
+
+def header_bomb(samples: int):
+    """A small TIFF whose header declares 4096 x 4096 x ``samples`` (its data: a 16 x 16 strip)."""
+    def make(c: Ctx):
+        c.bad = c.image(BAD)
+        write_header_bomb(c.bad, samples)
+
+    make.__name__ = f"header_bomb_{samples}"
+    return make
+
+
+def write_header_bomb(path: Path, samples: int, side: int = 4096) -> None:
+    tifffile.imwrite(path, np.zeros((16, 16, samples), np.uint8), compression="zlib", photometric="minisblack",
+                     planarconfig="contig")
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages[0].tags["ImageWidth"].overwrite(side)
+        tif.pages[0].tags["ImageLength"].overwrite(side)
 
 
 def missing_mask(c: Ctx):
@@ -162,6 +187,9 @@ CASES = [
     Case("corrupt-tiff", corrupt_tiff, 0, "unreadable TIFF", (GOOD,)),
     Case("truncated-tiff", truncated_tiff, 0, "unreadable TIFF", (GOOD,)),
     Case("image-mask-size-mismatch", size_mismatch, 0, "does not match image shape", (GOOD,)),
+    Case("empty-mask-size-mismatch", empty_mask_size_mismatch, 0, "does not match image shape", (GOOD,), all_slices=False),
+    Case("tiff-header-64-samples", header_bomb(64), 0, "has 64 channels", (GOOD,)),
+    Case("tiff-header-512-samples", header_bomb(512), 0, "has 512 channels", (GOOD,)),
     Case("missing-mask", missing_mask, 0, "mask file is missing", (GOOD,)),
     Case("grayscale-image", grayscale_image, 0, "single-channel", (GOOD,)),
     Case("16-bit-image", image_16bit, 0, "dtype uint16", (GOOD,)),
@@ -206,7 +234,9 @@ def test_bad_input(case: Case, template, unet_weights, tmp_path):
     case.make(ctx)
     out = tmp_path / "metrics.csv"
     cmd = [sys.executable, "-m", "segunc", "evaluate", "--data", str(ctx.data), "--backend", "unet",
-           "--weights", str(ctx.weights), "--modes", "normal", "--split", "all", "--all-slices", "--out", str(out)]
+           "--weights", str(ctx.weights), "--modes", "normal", "--split", "all", "--out", str(out)]
+    if case.all_slices:
+        cmd.append("--all-slices")
     if HAS_CACHE:
         cmd += ["--cache", str(ctx.cache)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
