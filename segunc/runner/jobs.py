@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -93,6 +94,23 @@ class JobSpec:
     keep_samples: bool | None = None
     spread: bool = False
 
+    def __post_init__(self):
+        from .sweep import check_limit, parse_modes
+
+        check_limit(self.limit)
+        if self.modes is not None:
+            parse_modes(self.modes)  # "" or an unknown mode: an error here, not a default sweep
+
+    def check_weights(self) -> str:
+        """The weights file this sweep will load (a file; a folder or a missing path → WeightsError naming it)."""
+        from ..backends.base import WeightsError, check_weights_file
+
+        p = self.weights_path()
+        if p is None:
+            raise WeightsError(None, f"no weights found for backend '{self.backend}' (give --weights FILE, or put "
+                                     "them in $SEGUNC_WEIGHTS / data/weights)")
+        return str(check_weights_file(p))
+
     def pipeline_config(self) -> PipelineConfig:
         c = self.config or PipelineConfig()
         over = {k: v for k, v in (("samples", self.samples), ("seed", self.seed), ("keep_samples", self.keep_samples))
@@ -121,7 +139,7 @@ class JobSpec:
     def weights_sha256(self) -> str:
         p = self.weights_path()
         if p is None or not os.path.isfile(p):
-            return "missing"
+            return f"missing:{p}"  # never the id of a sweep with other (missing) weights
         st = os.stat(p)
         return _file_sha(p, st.st_size, st.st_mtime)
 
@@ -189,6 +207,7 @@ def _select(spec: JobSpec) -> list:
 
 def submit(store: ResultStore, spec: JobSpec, refs: list | None = None, requeue: bool = False) -> str:
     """:func:`submit_job`, optionally with the already selected slices (saves a second scan)."""
+    spec.check_weights()  # a folder / missing file fails here, before any job or run row is written
     jid = spec.job_id()
     row = store.con.execute("SELECT state FROM jobs WHERE job_id = ?", (jid,)).fetchone()
     now = time.time()
@@ -205,6 +224,22 @@ def submit(store: ResultStore, spec: JobSpec, refs: list | None = None, requeue:
             con.execute("UPDATE jobs SET state = 'queued', cancel = 0, error = NULL, updated_at = ? "
                         "WHERE job_id = ? AND state NOT IN ('queued', 'running')", (now, jid))
     return jid
+
+
+def forget_empty_job(store: ResultStore, job_id: str) -> bool:
+    """Delete a failed / cancelled job that stored nothing (its job, slice-progress and run rows);
+    returns whether it did. (``ResultStore.gc`` does the same for every such job.)"""
+    try:
+        with transaction(store.con) as con:
+            row = con.execute("SELECT 1 FROM jobs WHERE job_id = ? AND state IN ('failed', 'cancelled') AND done = 0 "
+                              "AND job_id NOT IN (SELECT run_id FROM run_results)", (job_id,)).fetchone()
+            if row is None:
+                return False
+            for table, col in (("job_slices", "job_id"), ("jobs", "job_id"), ("runs", "run_id")):
+                con.execute(f"DELETE FROM {table} WHERE {col} = ?", (job_id,))
+    except sqlite3.OperationalError:  # e.g. a full disk: gc cleans it later
+        return False
+    return True
 
 
 def submit_job(store: ResultStore, spec: JobSpec, requeue: bool = False) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..store import ResultStore, image_relpath, result_key
 from ..store.db import transaction
-from .jobs import JobSpec, job_lock, measured_timing, measure_timing, submit, worker_lock
+from .jobs import JobSpec, forget_empty_job, job_lock, measured_timing, measure_timing, submit, worker_lock
 
 __all__ = ["Counts", "execute_job", "run_sweep", "worker_loop"]
 
@@ -174,6 +174,8 @@ def _attach(store: ResultStore, job_id: str, lock, progress: bool) -> None:
 def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, progress: bool = True) -> tuple[str, Counts]:
     """Submit ``spec`` and execute it here; if another process is executing it, follow its
     progress, then verify (everything it stored is skipped). Returns (job id, counts)."""
+    spec.check_weights()
+    new = store.con.execute("SELECT 1 FROM jobs WHERE job_id = ?", (spec.job_id(),)).fetchone() is None
     job_id = submit(store, spec, refs=refs)
     lock = job_lock(store, job_id)
     if not lock.acquire(timeout=0):
@@ -181,6 +183,10 @@ def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, pr
         refs = None
     try:
         return job_id, execute_job(store, job_id, refs=refs, progress=progress, raise_errors=True)
+    except Exception:
+        if new:  # a sweep this call queued that stored nothing leaves no job / run row behind
+            forget_empty_job(store, job_id)
+        raise
     finally:
         lock.release()
 

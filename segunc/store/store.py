@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..fsutil import fsync_dir
 from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
-from .keys import UnsafeNameError, canonical_json, check_key, check_map_file, check_row_names, sha256_hex, settings_id as _settings_id
+from .keys import NAME_CHARS, NAME_COLUMNS, UnsafeNameError, canonical_json, check_key, check_map_file, check_row_names, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
 
 __all__ = ["ResultStore", "StoreFullError", "default_cache_dir", "FRAME_COLUMNS"]
@@ -275,8 +275,11 @@ class ResultStore:
         """One row per stored (slice, backend, mode, settings) result, columns :data:`FRAME_COLUMNS`.
 
         ``run_ids`` keeps the results of those sweeps (``run_id`` then names the sweep that asked
-        for the row); rows with a non-finite metric are left out (they count as missing)."""
+        for the row); rows with a non-finite metric, or a name (slice, patient, backend, mode, split)
+        with characters other than :data:`~.keys.NAME_CHARS`, are left out (they count as missing)."""
         where, params = [" AND ".join(f"r.{m} IS NOT NULL" for m in METRIC_COLUMNS)], []
+        # a name with other characters (a hand-edited store) is never served to a page as Markdown
+        where += [f"COALESCE(r.{c}, '') NOT GLOB '*[^{NAME_CHARS}]*'" for c in NAME_COLUMNS]
         for col, values in (("backend", backends), ("mode", modes), ("slice_id", slice_ids)):
             if values is not None:
                 values = [values] if isinstance(values, str) else list(values)
@@ -351,7 +354,8 @@ class ResultStore:
     # -------------------------------------------------------------------- maintenance
     def gc(self, grace_s: float = 3600.0, verify: bool = False) -> dict:
         """Remove orphan map files and stale temp files older than ``grace_s`` (a writer between
-        its file and its row is younger); ``verify`` first drops rows whose file is corrupt."""
+        its file and its row is younger), and the rows of sweeps that failed or were cancelled
+        before storing anything; ``verify`` first drops rows whose file is corrupt."""
         invalid = 0
         if verify:
             for row in self.con.execute("SELECT * FROM results").fetchall():
@@ -382,5 +386,13 @@ class ResultStore:
                 removed += 1
         with transaction(self.con) as con:
             con.execute("DELETE FROM run_results WHERE key NOT IN (SELECT key FROM results)")
+            # sweeps that failed or were cancelled before storing anything (bad weights, a full disk at the
+            # start, ...): their job, slice-progress and run rows describe nothing
+            empty = [r[0] for r in con.execute(
+                "SELECT job_id FROM jobs WHERE state IN ('failed', 'cancelled') AND done = 0 "
+                "AND job_id NOT IN (SELECT run_id FROM run_results)")]
+            for table, col in (("job_slices", "job_id"), ("jobs", "job_id"), ("runs", "run_id")):
+                con.executemany(f"DELETE FROM {table} WHERE {col} = ?", [(j,) for j in empty])
         self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        return {"invalid_rows": invalid, "orphan_files": removed, "temp_files": tmp, "freed_bytes": freed}
+        return {"invalid_rows": invalid, "orphan_files": removed, "temp_files": tmp, "freed_bytes": freed,
+                "empty_failed_jobs": len(empty)}
