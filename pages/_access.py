@@ -169,6 +169,7 @@ def require_access():
         os.environ["SEGUNC_OFFLINE"] = "1"  # this process downloads nothing (segunc.fetch checks it)
 
         label = snapshot_label(store_root())
-        st.info(f"**Demo (read-only)** — results from snapshot {label or f'in `{store_root()}`'}. Nothing is "
-                "computed, queued, uploaded or downloaded here.", icon=":material/lock:")
+        st.info("**Demo (read-only)** — results from a store snapshot. Nothing is computed, queued, uploaded or "
+                "downloaded here.", icon=":material/lock:")
+        st.text(f"Snapshot: {label}" if label else f"Store: {store_root()}")  # from the snapshot: plain text only
     return who

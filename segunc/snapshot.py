@@ -278,7 +278,7 @@ def _staged_rows(db: Path) -> dict[str, tuple[str, int]]:
         if ok != "ok":
             raise SnapshotError(f"the database in the archive is damaged: {ok}")
         con.row_factory = sqlite3.Row
-        rows = con.execute("SELECT key, map_file, map_sha256, map_bytes, image FROM results").fetchall()
+        rows = con.execute("SELECT * FROM results").fetchall()
     except sqlite3.DatabaseError as exc:
         raise SnapshotError(f"the database in the archive is not readable: {exc}") from None
     finally:

@@ -286,3 +286,212 @@ def test_upload_decode_budget_worst_cases(tmp_path):
     print(f"refused (2048x4096x3 float64, {bad.stat().st_size >> 10} KiB): {said!r}; peak RSS {peak:.0f} MB "
           f"(+{rise:.0f} MB), {secs:.2f} s")
     assert said.startswith("refused") and "has 64 bits per sample" in said and rise < 32
+
+
+# -------------------------------------------------------------------------- CLI arguments
+from segunc.backends.base import WeightsError  # noqa: E402
+from segunc.runner.jobs import JobSpec, submit_job  # noqa: E402
+from segunc.runner.sweep import parse_modes, select_slices  # noqa: E402
+from segunc.runner.worker import execute_job  # noqa: E402
+from segunc.store import ResultStore  # noqa: E402
+
+from .conftest import run_cli  # noqa: E402
+
+
+def _rows(cache: Path) -> dict[str, int]:
+    if not (cache / "store.sqlite").exists():
+        return {"jobs": 0, "runs": 0}
+    con = sqlite3.connect(cache / "store.sqlite")
+    try:
+        return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("jobs", "runs")}
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--limit", "0"], "--limit: must be at least 1, not 0"),
+    (["--limit", "-1"], "--limit: must be at least 1, not -1"),
+    (["--modes", ""], "--modes: no mode given"),
+    (["--modes", " , "], "--modes: no mode given"),
+    (["--samples", "0"], "--samples: must be at least 1"),
+], ids=["limit-0", "limit-minus-1", "modes-empty", "modes-commas", "samples-0"])
+def test_cli_rejects_bad_numbers_and_empty_modes(args, said, lgg_root, unet_weights, tmp_path):
+    cache = tmp_path / "cache"
+    r = run_cli("run", "--data", lgg_root, "--weights", unet_weights, "--cache", cache, "--split", "val", *args)
+    assert r.returncode == 2 and said in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and _rows(cache) == {"jobs": 0, "runs": 0}
+
+
+def test_cli_weights_folder_is_named_and_leaves_no_rows(lgg_root, tmp_path):
+    cache, folder = tmp_path / "cache", tmp_path / "weights_dir"
+    folder.mkdir()
+    base = ["run", "--data", lgg_root, "--cache", cache, "--limit", "1", "--modes", "normal"]
+    first = run_cli(*base, "--weights", "/nonexistent.pt")
+    assert first.returncode == 2 and "/nonexistent.pt: weights file not found" in first.stderr, first.stderr
+    r = run_cli(*base, "--weights", folder)
+    assert r.returncode == 2 and f"{folder}: is a folder, not a weights file" in r.stderr, r.stderr
+    assert "/nonexistent.pt" not in r.stderr and "Traceback" not in r.stderr
+    bg = run_cli(*base, "--weights", folder, "--background")
+    assert bg.returncode == 2 and f"{folder}: is a folder" in bg.stderr, bg.stderr
+    assert _rows(cache) == {"jobs": 0, "runs": 0}
+
+
+def test_library_validates_selection_modes_and_weights(lgg_root, unet_weights, tmp_path):
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="limit must be a positive number"):
+            JobSpec(data=lgg_root, limit=bad)
+        with pytest.raises(ValueError, match="limit must be a positive number"):
+            select_slices(lgg_root, "val", limit=bad)
+    for bad in ("", " , ", []):
+        with pytest.raises(ValueError, match="no mode given"):
+            parse_modes(bad)
+        with pytest.raises(ValueError, match="no mode given"):
+            JobSpec(data=lgg_root, modes=bad)
+    assert parse_modes(None) == parse_modes("all") and len(parse_modes(None)) == 6
+    a = JobSpec(data=lgg_root, weights=tmp_path, modes="normal", limit=1)
+    b = JobSpec(data=lgg_root, weights="/nonexistent.pt", modes="normal", limit=1)
+    assert a.job_id() != b.job_id()  # a missing file is never "the same weights" as another
+    with pytest.raises(WeightsError, match="is a folder"):
+        a.check_weights()
+    from segunc.backends import get_backend
+
+    with pytest.raises(WeightsError, match="is a folder"):
+        get_backend("unet", weights=tmp_path)
+
+
+def test_failed_sweep_rows_are_removed(lgg_root, unet_weights, tmp_path):
+    """A sweep that fails before storing anything: the foreground run leaves no rows; a queued one
+    that a worker failed is removed by gc."""
+    cache = tmp_path / "cache"
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(unet_weights.read_bytes()[:4096])
+    r = run_cli("run", "--data", lgg_root, "--weights", broken, "--cache", cache, "--limit", "1", "--modes", "normal")
+    assert r.returncode == 2 and "not a readable PyTorch checkpoint" in r.stderr, r.stderr
+    assert _rows(cache) == {"jobs": 0, "runs": 0}
+    store = ResultStore(cache)
+    job = submit_job(store, JobSpec(data=lgg_root, weights=broken, modes="normal", limit=1))
+    execute_job(store, job)
+    assert store.con.execute("SELECT state FROM jobs WHERE job_id = ?", (job,)).fetchone()[0] == "failed"
+    assert _rows(cache) == {"jobs": 1, "runs": 1}
+    g = run_cli("gc", "--cache", cache)
+    assert g.returncode == 0 and "empty_failed_jobs=1" in g.stdout, g.stdout + g.stderr
+    assert _rows(cache) == {"jobs": 0, "runs": 0}
+
+
+# -------------------------------------------------------------------------- server mode: what nginx lets through
+def _nginx_locations() -> dict[tuple[str, str], str]:
+    """``(modifier, path) → body`` of every ``location`` in the HTTPS server block of docs/server.md."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "server.md").read_text()
+    conf = re.search(r"```nginx\n(.*?)```", doc, re.S).group(1)
+    https = conf[conf.index("listen 443"):]
+    out = {}
+    for m in re.finditer(r"location\s+(=|~\*?|\^~)?\s*(\S+)\s*\{", https):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(https[i], 0)
+            i += 1
+        out[(m.group(1) or "", m.group(2))] = https[m.end():i - 1]
+    return out
+
+
+def _nginx_route(locations: dict, path: str) -> str:
+    """nginx's choice for ``path``: an exact (=) location, else the longest prefix location."""
+    assert not [k for k in locations if k[0].startswith("~")], "regex locations: extend this matcher"
+    if ("=", path) in locations:
+        return locations[("=", path)]
+    best = max((p for mod, p in locations if mod in ("", "^~") and path.startswith(p)), key=len)
+    return locations[next(k for k in locations if k[1] == best and k[0] != "=")]
+
+
+@pytest.mark.parametrize("path, passed", [
+    ("/", True), ("/static/js/index.abc123.js", True), ("/media/abc123.png", True), ("/_stcore/stream", True),
+    ("/_stcore/health", True), ("/_stcore/host-config", True), ("/_stcore/upload_file/sess/file", True),
+    ("/auth/login", True), ("/oauth2callback", True),
+    ("/_stcore/metrics", False), ("/_stcore/metrics/", False), ("/_stcore/script-health-check", False),
+    ("/_stcore/agent/interact", False), ("/_stcore/agent/mcp", False), ("/_stcore/agent/openapi.json", False),
+    ("/_stcore/bidi-components/x/index.js", False), ("/_stcore/health/../metrics", False),
+    ("/component/x/index.html", False), ("/app/static/x.txt", False),
+])
+def test_nginx_config_passes_only_what_a_visitor_needs(path, passed):
+    import posixpath
+
+    body = _nginx_route(_nginx_locations(), posixpath.normpath(path) + ("/" if path.endswith("/") else ""))
+    if passed:
+        assert "proxy_pass http://127.0.0.1:8501" in body and "return" not in body, body
+    else:
+        assert "return 404" in body and "proxy_pass" not in body, body
+    if path == "/_stcore/stream":
+        assert "Upgrade $http_upgrade" in body
+
+
+# -------------------------------------------------------------------------- text from a snapshot, the offline demo
+EVIL_HOST = "![x](http://203.0.113.7/tracker.png) [Sign in again](http://203.0.113.7/phish) <img src=http://203.0.113.7/i.png>"
+
+
+def test_row_with_markdown_in_a_name(hostile, tmp_path):
+    hostile.sql("UPDATE results SET slice_id = '![x](http://203.0.113.7/t.png)' WHERE rowid = (SELECT MIN(rowid) FROM results)")
+    _refused(hostile.build("md_name.tar.gz"), tmp_path / "t", "unsafe row.*slice_id")
+
+
+def test_hand_edited_names_are_not_served(store):
+    n = len(store.metrics_frame())
+    store.con.execute("UPDATE results SET mode = '[click](http://203.0.113.7)' WHERE rowid = (SELECT MIN(rowid) FROM results)")
+    df = store.metrics_frame()
+    assert len(df) == n - 1 and not df["mode"].str.contains("http").any()
+
+
+def test_snapshot_label_is_bounded_plain_text(tmp_path):
+    from segunc.access import MAX_MANIFEST_BYTES as APP_MAX, plain_field, snapshot_label
+
+    assert APP_MAX == MAX_MANIFEST_BYTES
+    (tmp_path / "manifest.json").write_text(json.dumps({"host": "a\nb\u202ec" + "x" * 500, "results": "![i](x)"}))
+    label = snapshot_label(tmp_path)
+    assert "\n" not in label and "\u202e" not in label and len(label) < 120 and "![i]" not in label
+    assert plain_field("a\x00b") == "a b"
+    (tmp_path / "manifest.json").write_bytes(b'{"host": "' + b" " * MAX_MANIFEST_BYTES + b'"}')
+    assert snapshot_label(tmp_path) is None
+
+
+def test_demo_shows_snapshot_text_as_plain_text_and_makes_no_network_request(hostile, tmp_path, lgg_root, unet_weights):
+    """A real demo server on a snapshot whose manifest ``host`` is Markdown / HTML, in a real headless
+    Chromium that logs every request: the text is shown literally (no image, no link) and no
+    request leaves 127.0.0.1."""
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser import PAGES, VIEWPORT, Server, chromium_path, problems, wait_idle
+
+    hostile.manifest["host"] = EVIL_HOST
+    demo = tmp_path / "demo_store"
+    import_snapshot(hostile.build("evil_host.tar.gz"), demo)
+    env = {"SEGUNC_MODE": "demo", "SEGUNC_CACHE": str(demo), "SEGUNC_DATA": str(lgg_root),
+           "SEGUNC_WEIGHTS": str(unet_weights.parent)}
+    srv = Server(env, tmp_path / "streamlit.log")
+    requests: list[str] = []
+
+    def route(r):
+        url = r.request.url
+        requests.append(url)
+        local = url.startswith((srv.url, "data:", "blob:", "about:"))
+        r.continue_() if local else r.abort()
+
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"])
+            ctx = browser.new_context(viewport=VIEWPORT)
+            ctx.route("**/*", route)
+            page = ctx.new_page()
+            for name in PAGES.values():  # every page of the demo
+                page.goto(f"{srv.url}/{name}")
+                wait_idle(page)
+                main = page.inner_text('[data-testid="stMain"]')
+                assert "Demo (read-only)" in main and EVIL_HOST[:60] in main, main[:500]
+                assert not page.query_selector('a[href*="203.0.113.7"]') and not page.query_selector('img[src*="203.0.113.7"]')
+                assert not problems(page), problems(page)
+            browser.close()
+    finally:
+        srv.stop()
+    outside = sorted({u for u in requests if not u.startswith((srv.url, "data:", "blob:", "about:"))})
+    print(f"{len(requests)} requests, {len(outside)} outside {srv.url}: {outside}")
+    assert requests and not outside, outside

@@ -123,10 +123,16 @@ def _write_cache(path: Path, scal: Mapping[str, float], hists: Mapping[str, tupl
                             scalars=np.array([scal[n] for n in SCALARS], dtype=np.float64),
                             hists=np.stack([np.stack(hists[m]) for m in UNCERTAINTY_MAPS]).astype(np.int32))
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-    except OSError:  # read-only store: go on uncached
-        pass
+        try:
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:  # read-only store: go on uncached; a full disk: the one clear error
+        from ..fsutil import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):
+            raise disk_full_error(f"analysis cache {path.parent}", exc) from exc
 
 
 def _rows(store, keys: Sequence[str]) -> dict[str, tuple[str, str]]:

@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..fsutil import StoreFullError
 from ..store import ResultStore, image_relpath, result_key
 from ..store.db import transaction
 from .jobs import JobSpec, forget_empty_job, job_lock, measured_timing, measure_timing, submit, worker_lock
@@ -201,7 +202,8 @@ def worker_loop(root: Path | str, device: str = "cpu", idle_exit: float | None =
                 log=print) -> int:
     """Hold the device's worker lock and execute queued (or interrupted) jobs one at a time.
 
-    Exits 0 after ``idle_exit`` idle seconds, 3 if another worker already holds the lock."""
+    Exits 0 after ``idle_exit`` idle seconds, 3 if another worker already holds the lock or the
+    store's disk is full."""
     wl = worker_lock(root, device)
     if not wl.acquire(timeout=5.0):
         log(f"another worker holds {wl.path}; exiting")
@@ -223,6 +225,9 @@ def worker_loop(root: Path | str, device: str = "cpu", idle_exit: float | None =
                     log(f"job {job_id}: start")
                     c = execute_job(store, job_id)
                     log(f"job {job_id}: {c.line()}")
+                except StoreFullError as exc:  # every further job would fail the same way
+                    log(f"error: {exc.strerror}")
+                    return 3
                 except Exception as exc:  # noqa: BLE001 - a broken job must not stop the worker
                     log(f"job {job_id}: {type(exc).__name__}: {exc}")
                 finally:

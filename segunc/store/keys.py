@@ -27,12 +27,19 @@ from typing import Any
 import numpy as np
 
 __all__ = ["canonical_json", "sha256_hex", "settings_id", "result_key", "image_relpath", "UnsafeNameError",
-           "check_key", "check_sha256", "check_map_file", "check_image", "check_row_names", "KEY_RE", "MAP_FILE_RE"]
+           "check_key", "check_sha256", "check_map_file", "check_image", "check_row_names", "KEY_RE", "MAP_FILE_RE", "NAME_RE", "NAME_COLUMNS"]
 
 #: a result key / settings id / sha256: 64 lowercase hex digits
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 #: a map file, relative to the store: ``maps/<key[:2]>/<key>.<8 hex token>.npz``
 MAP_FILE_RE = re.compile(r"^maps/[0-9a-f]{2}/[0-9a-f]{64}\.[0-9a-f]{8}\.npz$")
+
+
+#: characters of a name shown in the app (slice / patient ids, backend, mode, split): no Markdown or HTML
+NAME_CHARS = "A-Za-z0-9 _.+-"
+NAME_RE = re.compile(f"^[{NAME_CHARS}]{{1,200}}$")
+#: the result columns that are names (checked by :func:`check_row_names`, filtered by ``metrics_frame``)
+NAME_COLUMNS = ("backend", "mode", "slice_id", "patient_id", "patient_folder", "split")
 
 
 class UnsafeNameError(ValueError):
@@ -69,12 +76,17 @@ def check_image(image) -> str:
 
 
 def check_row_names(row) -> None:
-    """Check every value of a ``results`` row that becomes a path or a name (key, map file, sha256, image)."""
+    """Check every value of a ``results`` row that becomes a path or a name (key, map file, sha256, image,
+    and the names the app shows: :data:`NAME_COLUMNS`)."""
     check_key(row["key"])
     check_map_file(row["map_file"])
     check_sha256(row["map_sha256"], "map sha256")
     if row["image"] is not None:
         check_image(row["image"])
+    for col in NAME_COLUMNS:
+        value = row[col]
+        if value is not None and (not isinstance(value, str) or not NAME_RE.match(value)):
+            raise UnsafeNameError(f"{col} {value!r} is not a plain name (letters, digits, space, _ . + -)")
 
 
 def _default(o: Any):

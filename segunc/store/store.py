@@ -12,7 +12,6 @@ differs from the row, or one that does not decode to the row's H x W is *corrupt
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -25,7 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..fsutil import fsync_dir
+from ..fsutil import StoreFullError, disk_full_error, fsync_dir, is_disk_full as _is_full
 from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
 from .keys import NAME_CHARS, NAME_COLUMNS, UnsafeNameError, canonical_json, check_key, check_map_file, check_row_names, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
@@ -33,14 +32,6 @@ from .maps import MapFileError, decode_maps, encode_maps
 __all__ = ["ResultStore", "StoreFullError", "default_cache_dir", "FRAME_COLUMNS"]
 
 
-class StoreFullError(OSError):
-    """The results store's disk is full (or its quota is spent). What was stored before stays."""
-
-
-def _is_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc).lower()
 
 DEFAULT_CACHE = "data/cache"
 
@@ -118,9 +109,7 @@ class ResultStore:
         return rel
 
     def _full(self, exc: BaseException) -> StoreFullError:
-        return StoreFullError(errno.ENOSPC, f"results store {self.root}: disk full while writing "
-                              f"({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}); the results "
-                              "stored before are kept — free some space and run the same command again to continue")
+        return disk_full_error(f"results store {self.root}", exc)
 
     def put_slice(self, run_id: str | None, items: Sequence[tuple[str, str, object]], *, ref, image: str,
                   target: np.ndarray, backend: str, keep_samples: bool = False, link: Sequence[str] = ()) -> int:
@@ -173,7 +162,7 @@ class ResultStore:
                 if run_id is not None:
                     keys = [r[0] for r in rows] + list(link)
                     con.executemany("INSERT OR IGNORE INTO run_results (run_id, key) VALUES (?, ?)", [(run_id, k) for k in keys])
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, StoreFullError) as exc:
             if _is_full(exc):
                 losers, written = files, 0  # rolled back: the files are orphans
                 self._unlink(losers)
@@ -393,6 +382,10 @@ class ResultStore:
                 "AND job_id NOT IN (SELECT run_id FROM run_results)")]
             for table, col in (("job_slices", "job_id"), ("jobs", "job_id"), ("runs", "run_id")):
                 con.executemany(f"DELETE FROM {table} WHERE {col} = ?", [(j,) for j in empty])
-        self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise  # (on a full disk the log stays; the next checkpoint folds it in)
         return {"invalid_rows": invalid, "orphan_files": removed, "temp_files": tmp, "freed_bytes": freed,
                 "empty_failed_jobs": len(empty)}
