@@ -21,7 +21,22 @@ from pages._access import account_menu, hidden_pages, require_access  # noqa: E4
 from pages._filters import keep_state  # noqa: E402
 from pages._settings import PAGE_FILES  # noqa: E402
 
-st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=":material/blur_on:", layout="wide",
+
+
+def _favicon():
+    """A blurred blue disc, drawn here: a ``:material/…:`` page icon is fetched from fonts.gstatic.com,
+    and the app makes no request outside its own server (offline demo)."""
+    import numpy as np
+    from PIL import Image
+
+    r = np.hypot(*(np.mgrid[:64, :64] - 31.5))
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = (0, 114, 178)
+    rgba[..., 3] = np.clip((30 - r) / 14, 0, 1) ** 0.8 * 255
+    return Image.fromarray(rgba, "RGBA")
+
+
+st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=_favicon(), layout="wide",
                    initial_sidebar_state="expanded")
 st.markdown(
     """<style>

@@ -158,6 +158,7 @@ def require_access():
     if cfg.read_only:
         root = settings.store_dir()
         label = snapshot_label(root)
-        st.info(f"**Demo (read-only)** — results from snapshot {label or f'in `{root}`'}. Nothing is "
-                "computed, queued, uploaded or downloaded here.", icon=":material/lock:")
+        st.info("**Demo (read-only)** — results from a store snapshot. Nothing is computed, queued, uploaded or "
+                "downloaded here.", icon=":material/lock:")
+        st.text(f"Snapshot: {label}" if label else f"Store: {root}")  # from the snapshot: plain text only
     return who

@@ -390,19 +390,39 @@ def safe_filename(name: str, default: str = "file") -> str:
     return base if base.strip("_") else default
 
 
+#: largest manifest.json read for the demo banner (= segunc.store.snapshot.MAX_MANIFEST_BYTES)
+MAX_MANIFEST_BYTES = 4 << 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain_field(value, limit: int = 80) -> str:
+    """A snapshot's text field for display: one line, no control / bidi characters, at most ``limit``
+    characters. Still untrusted: show it as plain text (``st.text``), never as Markdown or HTML."""
+    text = " ".join(_CONTROL.sub(" ", str(value)).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def snapshot_label(store_root: str | os.PathLike) -> str | None:
-    """A one-line description of the snapshot a store was imported from (its ``manifest.json``), or None."""
+    """A one-line description of the snapshot a store was imported from (its ``manifest.json``), or None.
+
+    The manifest comes from whoever sent the snapshot: it is read only up to
+    :data:`MAX_MANIFEST_BYTES`, each field is cleaned by :func:`plain_field`, and the result is
+    plain text (the app shows it with ``st.text``)."""
     try:
-        m = json.loads((Path(store_root) / "manifest.json").read_text())
+        with open(Path(store_root) / "manifest.json", "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            return None
+        m = json.loads(raw)
     except (OSError, ValueError):
         return None
     if not isinstance(m, dict):
         return None
-    bits = [str(m[k]) for k in ("created_at",) if m.get(k)]
+    bits = [plain_field(m[k]) for k in ("created_at",) if m.get(k)]
     if m.get("host"):
-        bits.append(f"made on {m['host']}")
-    if m.get("results") is not None:
+        bits.append(f"made on {plain_field(m['host'])}")
+    if isinstance(m.get("results"), int) and not isinstance(m.get("results"), bool):
         bits.append(f"{m['results']} results")
     if m.get("segunc_version"):
-        bits.append(f"segunc {m['segunc_version']}")
+        bits.append(f"segunc {plain_field(m['segunc_version'], 24)}")
     return ", ".join(bits) or None

@@ -563,7 +563,9 @@ def test_demo_mode_is_read_only_and_offline(app_env, app_store, tmp_path, monkey
         at = new_app()
         assert_clean(at)
         banner = [i.value for i in at.info if "Demo (read-only)" in i.value]
-        assert len(banner) == 1 and "results from snapshot" in banner[0] and manifest["created_at"] in banner[0]
+        assert len(banner) == 1 and "results from a store snapshot" in banner[0]
+        label = [t.value for t in at.text if t.value.startswith("Snapshot: ")]  # snapshot text: plain, never Markdown
+        assert len(label) == 1 and manifest["created_at"] in label[0]
         assert {m.label: m.value for m in at.metric}["Results"] == str(manifest["results"])
         assert not registered(at, "upload")
         for page in ("dataset", "compare", "metrics", "calibration", "review", "run"):

@@ -62,6 +62,7 @@ class Case:
     rc: int
     message: str  # expected in the output, next to the name of ctx.bad
     rows: tuple[str, ...] = ()  # slice ids whose rows must be in the CSV (none: no CSV)
+    all_slices: bool = True  # False: the default tumour-only selection (which reads masks first)
 
 
 # ---------------------------------------------------------------------------------------- spoilers
@@ -80,6 +81,30 @@ def size_mismatch(c: Ctx):
     m = np.zeros((128, 128), np.uint8)
     m[40:80, 40:80] = 255
     tifffile.imwrite(c.bad, m)
+
+
+def empty_mask_size_mismatch(c: Ctx):
+    """A mask of another size that holds no tumour pixel: not silently skipped as tumour-free."""
+    c.bad = c.mask(BAD)
+    tifffile.imwrite(c.bad, np.zeros((128, 128), np.uint8))
+
+
+def header_bomb(samples: int):
+    """A small TIFF whose header declares 4096 x 4096 x ``samples`` (its data: a 16 x 16 strip)."""
+    def make(c: Ctx):
+        c.bad = c.image(BAD)
+        write_header_bomb(c.bad, samples)
+
+    make.__name__ = f"header_bomb_{samples}"
+    return make
+
+
+def write_header_bomb(path: Path, samples: int, side: int = 4096) -> None:
+    tifffile.imwrite(path, np.zeros((16, 16, samples), np.uint8), compression="zlib", photometric="minisblack",
+                     planarconfig="contig")
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        tif.pages[0].tags["ImageWidth"].overwrite(side)
+        tif.pages[0].tags["ImageLength"].overwrite(side)
 
 
 def missing_mask(c: Ctx):
@@ -164,6 +189,9 @@ CASES = [
     Case("corrupt-tiff", corrupt_tiff, 0, "unreadable TIFF", (GOOD,)),
     Case("truncated-tiff", truncated_tiff, 0, "unreadable TIFF", (GOOD,)),
     Case("image-mask-size-mismatch", size_mismatch, 0, "does not match image shape", (GOOD,)),
+    Case("empty-mask-size-mismatch", empty_mask_size_mismatch, 0, "does not match image shape", (GOOD,), all_slices=False),
+    Case("tiff-header-64-samples", header_bomb(64), 0, "has 64 channels", (GOOD,)),
+    Case("tiff-header-512-samples", header_bomb(512), 0, "has 512 channels", (GOOD,)),
     Case("missing-mask", missing_mask, 0, "mask file is missing", (GOOD,)),
     Case("grayscale-image", grayscale_image, 0, "single-channel", (GOOD,)),
     Case("16-bit-image", image_16bit, 0, "dtype uint16", (GOOD,)),
@@ -208,7 +236,9 @@ def test_bad_input(case: Case, template, unet_weights, tmp_path):
     case.make(ctx)
     out = tmp_path / "metrics.csv"
     cmd = [sys.executable, "-m", "segunc", "evaluate", "--data", str(ctx.data), "--backend", "unet",
-           "--weights", str(ctx.weights), "--modes", "normal", "--split", "all", "--all-slices", "--out", str(out)]
+           "--weights", str(ctx.weights), "--modes", "normal", "--split", "all", "--out", str(out)]
+    if case.all_slices:
+        cmd.append("--all-slices")
     if HAS_CACHE:
         cmd += ["--cache", str(ctx.cache)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
@@ -311,3 +341,132 @@ def test_two_sweeps_writing_at_once(template, unet_weights, tmp_path):
     assert len(ResultStore(cache).metrics_frame()) == 3 * len(VAL_TUMOUR)  # normal once, not twice
     r = run_cli("gc", "--cache", str(cache), "--verify", "--grace", "0")
     assert r.returncode == 0 and "invalid_rows=0 orphan_files=0 temp_files=0" in r.stdout, r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------ a full disk at every write path
+# Every write (map files, job and run rows, progress updates, the CSV) fails on a full disk with the
+# same error and exit 3. Real: a 2 MiB tmpfs mounted for the test (we run as root), filled to a given
+# free space. Injected: SQLite's own "database or disk is full" via PRAGMA max_page_count, so the
+# database (job rows, progress) fills while map files still write.
+SQLITE_FULL = '''
+import os
+import segunc.store.db as _db
+_connect, _pages = _db.connect, int(os.environ["SEGUNC_TEST_MAX_PAGES"])
+
+def _capped(path, *args, **kwargs):
+    con = _connect(path, *args, **kwargs)
+    con.execute(f"PRAGMA max_page_count = {_pages}")
+    return con
+
+_db.connect = _capped
+'''
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs mounted at tmp_path/disk, or None (printed) where mounting is refused."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"\n[full disk] mount refused ({r.stderr.strip()}): this case falls back to injection")
+        yield None
+        return
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path, leave: int) -> None:
+    free = shutil.disk_usage(disk).free
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _assert_exit3(r, where: str):
+    said = r.stdout + r.stderr
+    assert r.returncode == 3, said
+    assert "Traceback" not in said, said
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ") and "disk full while writing" in ln]
+    assert lines and where in lines[0] and "run the same command again" in lines[0], said
+
+
+@pytest.mark.parametrize("leave_kib", [0, 160])
+def test_run_on_a_real_full_disk_exits_3(leave_kib, small_disk, template, unet_weights, tmp_path):
+    sweep = ["--data", str(template), "--backend", "unet", "--weights", str(unet_weights), "--modes", "normal,mc_dropout",
+             "--samples", "2", "--split", "all", "--all-slices"]
+    if small_disk is None:  # injection instead: the database may not grow at all
+        cache = tmp_path / "cache"
+        from segunc.store import ResultStore
+
+        pages = ResultStore(cache).con.execute("PRAGMA page_count").fetchone()[0]
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SQLITE_FULL)
+        env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "SEGUNC_TEST_MAX_PAGES": str(pages)}
+        r = run_cli("run", *sweep, "--cache", cache, env=env)
+        print(f"[full disk] injected (max_page_count={pages}): rc {r.returncode}")
+        _assert_exit3(r, str(cache))
+        return
+    cache = small_disk / "cache"
+    from segunc.store import ResultStore
+
+    ResultStore(cache).con.close()
+    _fill(small_disk, leave_kib << 10)
+    r = run_cli("run", *sweep, "--cache", cache)
+    print(f"[full disk] real 2 MiB tmpfs, {leave_kib} KiB free: rc {r.returncode}; {r.stderr.strip().splitlines()[-1]}")
+    _assert_exit3(r, str(cache))
+    (small_disk / "filler").unlink()  # space again: the same command finishes, keeping what was stored
+    r = run_cli("run", *sweep, "--cache", cache)
+    assert r.returncode == 0 and "failed=0" in r.stdout, r.stdout + r.stderr
+
+
+def test_progress_rows_on_a_full_database_exit_3(template, unet_weights, tmp_path):
+    """Injected: the database cannot grow past its size after one stored slice (map files still
+    write): the next job row / progress update fails → exit 3, one clear error, no traceback."""
+    cache = tmp_path / "cache"
+    sweep = ["--data", str(template), "--backend", "unet", "--weights", str(unet_weights), "--modes", "normal",
+             "--split", "all", "--all-slices", "--cache", str(cache)]
+    r = run_cli("run", *sweep, "--limit", "1")
+    assert r.returncode == 0, r.stderr
+    from segunc.store import ResultStore
+
+    pages = ResultStore(cache).con.execute("PRAGMA page_count").fetchone()[0]
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SQLITE_FULL)
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "SEGUNC_TEST_MAX_PAGES": str(pages)}
+    r = run_cli("run", *sweep, "--modes", "mc_dropout", "--samples", "2", env=env)
+    _assert_exit3(r, "store.sqlite")
+    out = tmp_path / "m.csv"
+    r = run_cli("evaluate", *sweep, "--modes", "mc_dropout", "--samples", "2", "--out", out, env=env)
+    _assert_exit3(r, "store.sqlite")
+
+
+def test_full_disk_when_writing_the_csv_or_the_analysis_cache(small_disk, template, unet_weights, tmp_path):
+    """The CSV of `evaluate` on a full disk, and the error-analysis cache of a store on a full disk."""
+    if small_disk is None:
+        pytest.fail("needs a tmpfs mount (the CSV write cannot be injected in the CLI process here)")
+    cache = tmp_path / "cache"
+    sweep = ["--data", str(template), "--backend", "unet", "--weights", str(unet_weights), "--modes", "normal",
+             "--split", "all", "--all-slices", "--cache", str(cache)]
+    _fill(small_disk, 0)
+    out = small_disk / "metrics.csv"
+    r = run_cli("evaluate", *sweep, "--out", out)
+    _assert_exit3(r, str(out))
+    from segunc.analysis.stored import stored_error_stats
+    from segunc.fsutil import StoreFullError
+    from segunc.store import ResultStore
+
+    store = ResultStore(cache)
+    keys = store.metrics_frame()["key"].tolist()
+    (small_disk / "filler").unlink()
+    full_cache = small_disk / "cache"
+    shutil.copytree(cache, full_cache)
+    on_full = ResultStore(full_cache)  # opened (WAL index made) before the disk fills
+    _fill(small_disk, 0)
+    with pytest.raises(StoreFullError, match="analysis cache .* disk full while writing"):
+        stored_error_stats(on_full, keys, template)

@@ -43,7 +43,9 @@ def slice_scores(columns: Sequence[str]) -> list[str]:
 
 def mask_path_of(data_root: Path | str, image: str) -> Path:
     """The ground-truth mask beside a stored ``image`` path (relative to the data folder)."""
-    p = Path(data_root) / image
+    from ..store.keys import check_image
+
+    p = Path(data_root) / check_image(image)  # a row edited by hand must not name a file outside the data folder
     return p.with_name(f"{p.stem}_mask{p.suffix}")
 
 
@@ -93,6 +95,9 @@ class StoredErrors:
 
 
 def _cache_file(root: Path, key: str, sha: str) -> Path:
+    from ..store.keys import check_key, check_sha256
+
+    check_key(key), check_sha256(sha, "map sha256")  # joined into a path: hex only (UnsafeNameError otherwise)
     return root / "analysis" / CACHE_VERSION / key[:2] / f"{key}.{sha[:16]}.npz"
 
 
@@ -118,10 +123,16 @@ def _write_cache(path: Path, scal: Mapping[str, float], hists: Mapping[str, tupl
                             scalars=np.array([scal[n] for n in SCALARS], dtype=np.float64),
                             hists=np.stack([np.stack(hists[m]) for m in UNCERTAINTY_MAPS]).astype(np.int32))
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-    except OSError:  # read-only store: go on uncached
-        pass
+        try:
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:  # read-only store: go on uncached; a full disk: the one clear error
+        from ..fsutil import disk_full_error, is_disk_full
+
+        if is_disk_full(exc):
+            raise disk_full_error(f"analysis cache {path.parent}", exc) from exc
 
 
 def _rows(store, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -162,10 +173,16 @@ def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cac
             out.missing[key] = "not in the store"
         else:
             image, sha = rows[key]
-            path = _cache_file(store.root, key, sha)
-            got = _read_cache(path) if cache else None
+            try:
+                path = _cache_file(store.root, key, sha)
+            except ValueError as exc:
+                path = None
+                out.missing[key] = f"{type(exc).__name__}: {exc}"
+            got = _read_cache(path) if cache and path is not None else None
             if got is not None:
                 out.cached += 1
+            elif path is None:
+                pass
             else:
                 try:
                     if image not in masks:

@@ -50,11 +50,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def load_state_dict_file(path: Path, model: nn.Module, *, unwrap: tuple[str, ...] = ("model", "state_dict")) -> None:
-    """Load a checkpoint into ``model`` with ``strict=True``; any problem → :class:`WeightsError`."""
+def check_weights_file(path: Path | str) -> Path:
+    """``path`` if it is a file; a folder or a missing path → :class:`WeightsError` naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(path, "is a folder, not a weights file: give the checkpoint file itself "
+                                 "(or leave --weights out to use the one found in $SEGUNC_WEIGHTS / data/weights)")
     if not path.is_file():
         raise WeightsError(path, "weights file not found")
+    return path
+
+
+def load_state_dict_file(path: Path, model: nn.Module, *, unwrap: tuple[str, ...] = ("model", "state_dict")) -> None:
+    """Load a checkpoint into ``model`` with ``strict=True``; any problem → :class:`WeightsError`."""
+    path = check_weights_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -130,8 +139,9 @@ class Backend(ABC):
         return None
 
     def resolve_weights(self) -> Path:
-        """The weights file to load: the given path, or one found in the weights folder."""
+        """The weights file to load: the given path (a file, not a folder), or one found in the weights folder."""
         if self.weights_path is not None:
+            check_weights_file(self.weights_path)
             return self.weights_path
         found = self.find_weights(self.options.get("weights_dir"))
         if found is None:

@@ -28,5 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import sqlite3
+    import sys
+
+    from ..fsutil import StoreFullError, disk_full_error, is_disk_full
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (OSError, sqlite3.OperationalError) as exc:  # a full disk at any write: one clear error, exit 3
+        if not is_disk_full(exc):
+            raise
+        full = exc if isinstance(exc, StoreFullError) else disk_full_error(getattr(exc, "filename", None) or "output", exc)
+        print(f"error: {full.strerror}", file=sys.stderr)
+        return 3

@@ -17,23 +17,41 @@ from ..config import FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACE
 DEFAULTS = PipelineConfig()
 
 
+def positive_int(text: str) -> int:
+    """argparse ``type=``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def mode_list(text: str) -> str:
+    """argparse ``type=``: a comma list naming at least one mode (checked against the registry later)."""
+    if not [m for m in text.split(",") if m.strip()]:
+        raise argparse.ArgumentTypeError("no mode given; name at least one, or leave --modes out for the paper's six")
+    return text
+
+
 def add_selection_args(p: argparse.ArgumentParser) -> None:
     """Options shared by every command that sweeps slices."""
     d = DEFAULTS
     p.add_argument("--data", type=Path, default=None, help="LGG kaggle_3m folder (default: $SEGUNC_DATA or data/lgg/kaggle_3m)")
     p.add_argument("--backend", default="unet", help="unet | litemedsam | medsam | universeg")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint file (default: found in $SEGUNC_WEIGHTS or data/weights)")
-    p.add_argument("--modes", default=None, help="comma list of normal,mc_dropout,tta,noisy,box_jitter,fusion,crf (default: the paper's six)")
+    p.add_argument("--modes", type=mode_list, default=None, help="comma list of normal,mc_dropout,tta,noisy,box_jitter,fusion,crf (default: the paper's six)")
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"])
     p.add_argument("--all-slices", action="store_true", help="include slices without tumour (default: tumour slices only, as the paper)")
-    p.add_argument("--limit", type=int, default=None, help="first N slices only")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N slices only")
     p.add_argument("--spread", action="store_true", help="with --limit: N slices evenly spread over the split's patients")
-    p.add_argument("--samples", type=int, default=d.samples, help="T for mc_dropout / noisy / box_jitter (TTA uses its 30 transforms)")
+    p.add_argument("--samples", type=positive_int, default=d.samples, help="T for mc_dropout / noisy / box_jitter (TTA uses its 30 transforms)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--support-data", type=Path, default=None, help="UniverSeg support slices (train split; default: --data)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (an error if CUDA is not available)")
     p.add_argument("--autocast", default="none", choices=["none", "bf16"], help="bf16 autocast on CUDA (part of the result key)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="samples per forward pass")
     p.add_argument("--p", type=float, default=d.p, help="MC dropout probability")
     p.add_argument("--placement", default=d.placement, choices=PLACEMENTS, help="MC dropout placement (MedSAM family)")
     p.add_argument("--sigma", type=float, default=d.sigma, help="noise σ relative to the image's intensity range")

@@ -154,6 +154,8 @@ def select(
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
+    from .budget import tiff_page_problem
+
     if not path.exists():
         raise SliceError(path, "file is missing")
     try:
@@ -165,7 +167,12 @@ def _read_tiff(path: Path) -> np.ndarray:
             end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
             if end > size:
                 raise ValueError(f"file truncated: image data needs {end} bytes, file has {size}")
+            problem = tiff_page_problem(page)  # from the header, before anything is decoded
+            if problem:
+                raise SliceError(path, f"TIFF {problem}")
             return np.asarray(page.asarray())
+    except SliceError:
+        raise
     except Exception as exc:  # tifffile raises several types for corrupt/truncated files
         raise SliceError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
 
@@ -205,11 +212,24 @@ def load_slice(ref: SliceRef) -> Slice:
     return Slice(ref, image, mask)
 
 
-def has_tumour(ref: SliceRef) -> bool:
-    """Whether the slice's mask is non-empty (reads only the mask). Unreadable → True,
-    so that the failure surfaces when the slice is loaded rather than being filtered away."""
+def image_shape(path: Path | str) -> tuple[int, int]:
+    """(H, W) of a TIFF from its header (nothing decoded); :class:`SliceError` if unreadable."""
+    import tifffile
+
+    path = Path(path)
     try:
-        return bool(load_mask(ref.mask_path).any())
+        with tifffile.TiffFile(path) as tif:
+            return tuple(int(x) for x in tif.pages[0].shape[:2])
+    except Exception as exc:
+        raise SliceError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
+
+
+def has_tumour(ref: SliceRef) -> bool:
+    """Whether the slice's mask is non-empty (reads the mask and the image's header). Unreadable,
+    or of another size than its image → True, so that the failure surfaces when the slice is loaded
+    rather than being filtered away as tumour-free."""
+    try:
+        return bool(load_mask(ref.mask_path, image_shape(ref.image_path)).any())
     except SliceError:
         return True
 

@@ -16,6 +16,8 @@ Policies (each applied step is recorded in :attr:`UploadedSlice.notes` and shown
   linearly from their own min..max to 0..255 and rounded to uint8. The backends normalise each
   image themselves (U-Net: per-channel z-score; MedSAM family: min-max), so this changes nothing
   for them but the 8-bit rounding; the note gives the original dtype and range. NaN/inf → error.
+* **Memory** — samples per pixel, bits per sample and the decoded size are checked from the
+  header against :mod:`segunc.data.budget` before anything is decoded.
 * **Size** — LGG slices are 256 × 256. Another size is **resized** to 256 × 256: a non-square image
   is first padded with zeros (black, like the MRI background) to a centred square, so the anatomy
   keeps its aspect ratio; then bilinear (antialiased) resizing for the image and nearest-neighbour
@@ -35,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+
+from .budget import budget_problem, tiff_page_problem
 
 SIZE = 256
 MIN_SIDE = 32
@@ -126,6 +130,9 @@ def _read_array(data: bytes, name: str, what: str) -> tuple[np.ndarray, list[str
                     raise ValueError(f"file truncated: image data needs {end} bytes, the upload has {len(data)}")
                 h, w = _tiff_hw(page.shape)
                 _check_side(name, h, w, what)
+                problem = tiff_page_problem(page)  # from the header, before anything is decoded
+                if problem:
+                    raise UploadError(name, f"{what} {problem}")
                 arr = np.asarray(page.asarray())
                 if len(tif.pages) > 1:
                     notes.append(f"{name}: TIFF with {len(tif.pages)} pages; the first page was used")
@@ -140,6 +147,11 @@ def _read_array(data: bytes, name: str, what: str) -> tuple[np.ndarray, list[str
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
             _check_side(name, h, w, what)
+            bands = len(img.getbands())
+            bits = 1 if img.mode == "1" else 16 if img.mode.startswith("I;16") else 32 if img.mode in ("I", "F") else 8
+            problem = budget_problem((h, w, bands), bands, bits)  # from the header, before anything is decoded
+            if problem:
+                raise UploadError(name, f"{what} {problem}")
             if img.mode == "P":  # palette PNG → its colours
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
                 notes.append(f"{name}: palette PNG converted to {img.mode}")
@@ -204,17 +216,20 @@ def _to_uint8(arr: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
         return arr.astype(np.uint8) * 255
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise UploadError(name, f"pixel type {arr.dtype} is not supported (expected 8- or 16-bit integers)")
-    a = arr.astype(np.float64)
-    if not np.isfinite(a).all():
-        raise UploadError(name, f"the {arr.dtype} image holds NaN or infinite values")
+    dtype = arr.dtype
+    a = arr.astype(np.float32 if arr.dtype.itemsize <= 2 and np.issubdtype(arr.dtype, np.integer) else np.float64)
+    if not (np.isfinite(a.min()) and np.isfinite(a.max())):  # NaN propagates through min / max
+        raise UploadError(name, f"the {dtype} image holds NaN or infinite values")
     lo, hi = float(a.min()), float(a.max())
-    bits = f"{arr.dtype.itemsize * 8}-bit" if np.issubdtype(arr.dtype, np.integer) else f"{arr.dtype} (floating point)"
-    if hi > lo:
-        out = np.round((a - lo) / (hi - lo) * 255.0)
+    bits = f"{dtype.itemsize * 8}-bit" if np.issubdtype(dtype, np.integer) else f"{dtype} (floating point)"
+    if hi > lo:  # in place: one float copy of the image at most (float32 for <= 16-bit integers: exact)
+        a -= lo
+        a *= 255.0 / (hi - lo)
+        np.rint(a, out=a)
     else:
-        out = np.zeros_like(a)
+        a[...] = 0
     notes.append(f"{name}: {bits} image rescaled to 8-bit: its range {lo:g}..{hi:g} mapped linearly to 0..255")
-    return out.astype(np.uint8)
+    return a.astype(np.uint8)
 
 
 def _resize_plan(h: int, w: int) -> tuple[tuple[int, int, int, int], bool]:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ from ..config import PipelineConfig
 from .. import settings
 from ..store import ResultStore, canonical_json
 from ..store import jobs as job_table
+from ..store.db import transaction
 from ..store.keys import sha256_hex
 from ..store.locks import FileLock, holder, is_locked
 
@@ -74,6 +76,23 @@ class JobSpec:
     keep_samples: bool | None = None
     spread: bool = False
 
+    def __post_init__(self):
+        from .sweep import check_limit, parse_modes
+
+        check_limit(self.limit)
+        if self.modes is not None:
+            parse_modes(self.modes)  # "" or an unknown mode: an error here, not a default sweep
+
+    def check_weights(self) -> str:
+        """The weights file this sweep will load (a file; a folder or a missing path → WeightsError naming it)."""
+        from ..backends.base import WeightsError, check_weights_file
+
+        p = self.weights_path()
+        if p is None:
+            raise WeightsError(None, f"no weights found for backend '{self.backend}' (give --weights FILE, or put "
+                                     "them in $SEGUNC_WEIGHTS / data/weights)")
+        return str(check_weights_file(p))
+
     def pipeline_config(self) -> PipelineConfig:
         c = self.config or PipelineConfig()
         over = {k: v for k, v in (("samples", self.samples), ("seed", self.seed), ("keep_samples", self.keep_samples))
@@ -101,7 +120,7 @@ class JobSpec:
     def weights_sha256(self) -> str:
         p = self.weights_path()
         if p is None or not os.path.isfile(p):
-            return "missing"
+            return f"missing:{p}"  # never the id of a sweep with other (missing) weights
         st = os.stat(p)
         return _file_sha(p, st.st_size, st.st_mtime)
 
@@ -169,6 +188,7 @@ def _select(spec: JobSpec) -> list:
 
 def submit(store: ResultStore, spec: JobSpec, refs: list | None = None, requeue: bool = False) -> str:
     """:func:`submit_job`, optionally with the already selected slices (saves a second scan)."""
+    spec.check_weights()  # a folder / missing file fails here, before any job or run row is written
     jid = spec.job_id()
     row = job_table.job_state(store.con, jid)
     now = time.time()
@@ -181,6 +201,16 @@ def submit(store: ResultStore, spec: JobSpec, refs: list | None = None, requeue:
     elif requeue or row["state"] in ("failed", "cancelled"):
         job_table.requeue_job(store.con, jid, now)
     return jid
+
+
+def forget_empty_job(store: ResultStore, job_id: str) -> bool:
+    """Delete a failed / cancelled job that stored nothing (its job, slice-progress and run rows);
+    returns whether it did. (``ResultStore.gc`` does the same for every such job.)"""
+    try:
+        with transaction(store.con) as con:
+            return bool(job_table.delete_empty_jobs(con, job_id))
+    except sqlite3.OperationalError:  # e.g. a full disk: gc cleans it later
+        return False
 
 
 def submit_job(store: ResultStore, spec: JobSpec, requeue: bool = False) -> str:

@@ -32,12 +32,15 @@ class SliceOutcome:
 
 def parse_modes(spec: str | Sequence[str] | None, backend: Backend | None = None) -> list[str]:
     """``"normal,tta"`` → validated list; None → the paper's six modes."""
-    if spec is None or spec == "" or spec == "all":
+    if spec is None or spec == "all":
         modes = list(DEFAULT_MODES)
     elif isinstance(spec, str):
         modes = [m.strip() for m in spec.split(",") if m.strip()]
     else:
         modes = list(spec)
+    if not modes:
+        raise ValueError(f"no mode given (modes {spec!r}); name at least one of {', '.join(all_mode_names())}, "
+                         "or leave the option out for the paper's six")
     known = all_mode_names()
     bad = [m for m in modes if m not in known]
     if bad:
@@ -47,10 +50,18 @@ def parse_modes(spec: str | Sequence[str] | None, backend: Backend | None = None
     return modes
 
 
+def check_limit(limit) -> int | None:
+    """``limit`` if it is None or a positive whole number of slices, else ValueError."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of slices (or none for all), not {limit!r}")
+    return limit
+
+
 def select_slices(data: Path | str, split: str = "val", all_slices: bool = False, limit: int | None = None,
                   patients: Sequence[str] | None = None, spread: bool = False) -> list[SliceRef]:
     """The sweep's slices: split filter, tumour-only unless ``all_slices``, then ``limit`` of them —
     the first ones, or with ``spread`` evenly spaced over the whole (patient-sorted) selection."""
+    check_limit(limit)
     refs = select(discover(data), split, patients)
     if not all_slices:
         refs = tumour_only(refs)

@@ -16,9 +16,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..fsutil import StoreFullError
 from ..store import ResultStore, image_relpath, result_key
 from ..store import jobs as job_table
-from .jobs import JobSpec, job_lock, measured_timing, measure_timing, submit, worker_lock
+from .jobs import JobSpec, forget_empty_job, job_lock, measured_timing, measure_timing, submit, worker_lock
 
 __all__ = ["Counts", "execute_job", "run_sweep", "worker_loop"]
 
@@ -188,6 +189,8 @@ def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, pr
               executor=None) -> tuple[str, Counts]:
     """Submit ``spec`` and execute it here; if another process is executing it, follow its
     progress, then verify (everything it stored is skipped). Returns (job id, counts)."""
+    spec.check_weights()
+    new = job_table.job_state(store.con, spec.job_id()) is None
     job_id = submit(store, spec, refs=refs)
     lock = job_lock(store, job_id)
     if not lock.acquire(timeout=0):
@@ -195,6 +198,10 @@ def run_sweep(store: ResultStore, spec: JobSpec, *, refs: list | None = None, pr
         refs = None
     try:
         return job_id, execute_job(store, job_id, refs=refs, progress=progress, raise_errors=True, executor=executor)
+    except Exception:
+        if new:  # a sweep this call queued that stored nothing leaves no job / run row behind
+            forget_empty_job(store, job_id)
+        raise
     finally:
         lock.release()
 
@@ -203,7 +210,8 @@ def worker_loop(root: Path | str, device: str = "cpu", idle_exit: float | None =
                 log=print) -> int:
     """Hold the device's worker lock and execute queued (or interrupted) jobs one at a time.
 
-    Exits 0 after ``idle_exit`` idle seconds, 3 if another worker already holds the lock."""
+    Exits 0 after ``idle_exit`` idle seconds, 3 if another worker already holds the lock or the
+    store's disk is full."""
     wl = worker_lock(root, device)
     if not wl.acquire(timeout=5.0):
         log(f"another worker holds {wl.path}; exiting")
@@ -225,6 +233,9 @@ def worker_loop(root: Path | str, device: str = "cpu", idle_exit: float | None =
                     log(f"job {job_id}: start")
                     c = execute_job(store, job_id)
                     log(f"job {job_id}: {c.line()}")
+                except StoreFullError as exc:  # every further job would fail the same way
+                    log(f"error: {exc.strerror}")
+                    return 3
                 except Exception as exc:  # noqa: BLE001 - a broken job must not stop the worker
                     log(f"job {job_id}: {type(exc).__name__}: {exc}")
                 finally:

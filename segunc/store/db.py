@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..fsutil import StoreFullError, disk_full_error, full_near
+
 SCHEMA_VERSION = 1
 
 METRIC_COLUMNS = ("iou", "dice", "accuracy", "precision", "recall", "nll", "ece", "brier", "certainty")
@@ -79,7 +81,13 @@ def connect(path: Path | str, timeout: float = 60.0) -> sqlite3.Connection:
     con = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     con.row_factory = sqlite3.Row
     con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    try:
+        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        con.close()
+        if full_near(path, exc):  # no room for the WAL index: the one clear error
+            raise disk_full_error(f"results store database {path}", exc) from exc
+        raise
     if str(mode).lower() != "wal":  # e.g. a network file system
         raise sqlite3.OperationalError(f"{path}: cannot enable WAL (journal_mode={mode}); put the cache on a local disk")
     con.execute("PRAGMA synchronous = NORMAL")
@@ -87,16 +95,40 @@ def connect(path: Path | str, timeout: float = 60.0) -> sqlite3.Connection:
     return con
 
 
+def _database_file(con: sqlite3.Connection) -> str:
+    try:
+        return next((row[2] for row in con.execute("PRAGMA database_list") if row[1] == "main"), "") or "database"
+    except sqlite3.Error:
+        return "database"
+
+
 @contextmanager
 def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): one writer at a time, all or nothing."""
-    con.execute("BEGIN IMMEDIATE")
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): one writer at a time, all or nothing.
+
+    A full disk ("database or disk is full", ENOSPC) at any step is raised as
+    :class:`segunc.fsutil.StoreFullError` naming the database file."""
     try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.OperationalError:  # SQLite already rolled back (e.g. SQLITE_FULL)
+                pass
+            raise
+        try:
+            con.execute("COMMIT")
+        except sqlite3.OperationalError:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+    except (sqlite3.OperationalError, OSError) as exc:
+        path = _database_file(con)
+        if full_near(path, exc) and not isinstance(exc, StoreFullError):
+            raise disk_full_error(f"results store database {path}", exc) from exc
         raise
-    con.execute("COMMIT")
 
 
 def init_schema(con: sqlite3.Connection) -> None:

@@ -12,7 +12,7 @@ from typing import Iterable
 from .db import transaction
 
 __all__ = ["add_job", "requeue_job", "request_cancel", "job_row", "job_state", "job_spec_json", "job_ids",
-           "job_errors", "mean_slice_seconds", "set_job", "clear_job_slices", "record_job_slice", "runnable_jobs",
+           "job_errors", "delete_empty_jobs", "mean_slice_seconds", "set_job", "clear_job_slices", "record_job_slice", "runnable_jobs",
            "put_timing", "timing_rows"]
 
 
@@ -115,3 +115,14 @@ def timing_rows(con: sqlite3.Connection, backend: str, device: str) -> Iterable[
     """``(host, stage, seconds)`` measured for backend × device, oldest first."""
     return con.execute("SELECT host, stage, seconds FROM calibration_timing WHERE backend = ? AND device = ? "
                        "ORDER BY measured_at", (backend, device)).fetchall()
+
+
+def delete_empty_jobs(con: sqlite3.Connection, job_id: str | None = None) -> list[str]:
+    """Delete failed / cancelled jobs that stored nothing (their job, slice-progress and run rows): every
+    such job, or only ``job_id``. Call inside a transaction; returns the deleted ids."""
+    q = ("SELECT job_id FROM jobs WHERE state IN ('failed', 'cancelled') AND done = 0 "
+         "AND job_id NOT IN (SELECT run_id FROM run_results)")
+    empty = [r[0] for r in (con.execute(q + " AND job_id = ?", (job_id,)) if job_id else con.execute(q))]
+    for table, col in (("job_slices", "job_id"), ("jobs", "job_id"), ("runs", "run_id")):
+        con.executemany(f"DELETE FROM {table} WHERE {col} = ?", [(j,) for j in empty])
+    return empty

@@ -14,9 +14,13 @@ A snapshot is one ``.tar.gz`` file holding
 gzip, not zstd: the map files are already deflate-compressed ``.npz`` (a second pass gains
 little), and ``tarfile`` reads and writes gzip without another package on Python 3.11.
 
-``import`` unpacks into a staging folder beside the target, checks every member name (no
-absolute paths, ``..``, links or unexpected files), the database's integrity and sha256 and
-every map file against its row, then swaps the folder into place with a rename. It refuses to
+``import`` treats the archive as untrusted. It unpacks into a staging folder beside the target,
+checks every member name (no absolute paths, ``..``, links or unexpected files), bounds the
+manifest's size, checks each member's declared size against the manifest / its row (and the total
+against the free disk space) before writing it, streams it with that size as a cap, refuses map
+files no row names, checks every database value that becomes a path or a name, the database's
+integrity and sha256 and every map file against its row, then swaps the folder into place with a
+rename. It refuses to
 replace a store that holds results unless ``--force``, and never while a worker or sweep holds
 one of its locks.
 """
@@ -26,7 +30,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -35,6 +38,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from .. import settings
@@ -46,7 +50,7 @@ FORMAT = "segunc-snapshot"
 FORMAT_VERSION = 1
 DB_NAME = "store.sqlite"
 MANIFEST = "manifest.json"
-_MAP_RE = re.compile(r"^maps/[0-9A-Za-z]{2}/[0-9A-Za-z][0-9A-Za-z._-]*\.npz$")
+from .keys import MAP_FILE_RE as _MAP_RE  # noqa: E402 - maps/<xx>/<64 hex>.<8 hex>.npz
 
 
 class SnapshotError(RuntimeError):
@@ -146,6 +150,12 @@ def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- import
+#: largest manifest.json read (an export's is a few KB; it lists dropped results, ~150 bytes each)
+MAX_MANIFEST_BYTES = 4 << 20
+#: room left free on the target disk beyond the snapshot's declared size
+FREE_MARGIN_BYTES = 64 << 20
+
+
 def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     members = tar.getmembers()
     names = set()
@@ -164,25 +174,44 @@ def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
+def _read_capped(f, cap: int, what: str) -> bytes:
+    data = f.read(cap + 1)
+    if len(data) > cap:
+        raise SnapshotError(f"{what} is larger than {cap} bytes: not a segunc snapshot")
+    return data
+
+
 def read_manifest(archive: Path | str) -> dict:
-    """The manifest of a snapshot file (checked for format and version)."""
+    """The manifest of a snapshot file (checked for format and version; at most
+    :data:`MAX_MANIFEST_BYTES`, checked from its tar header before it is read)."""
     from .db import SCHEMA_VERSION
 
     try:
         with tarfile.open(archive, "r:*") as tar:
-            m = tar.extractfile(MANIFEST) if MANIFEST in tar.getnames() else None
-            if m is None:
+            info = tar.next()  # the manifest is the first member: no need to scan the whole archive
+            while info is not None and info.name != MANIFEST:
+                info = tar.next()
+            if info is None or not info.isfile():
                 raise SnapshotError(f"{archive}: no {MANIFEST}: not a segunc snapshot")
-            manifest = json.loads(m.read())
-    except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError) as exc:
+            if info.size > MAX_MANIFEST_BYTES:
+                raise SnapshotError(f"{archive}: {MANIFEST} declares {info.size} bytes (at most {MAX_MANIFEST_BYTES}): "
+                                    "not a segunc snapshot")
+            manifest = json.loads(_read_capped(tar.extractfile(info), MAX_MANIFEST_BYTES, f"{archive}: {MANIFEST}"))
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         raise SnapshotError(f"{archive}: not a readable snapshot ({type(exc).__name__}: {exc})") from None
-    if manifest.get("format") != FORMAT:
-        raise SnapshotError(f"{archive}: not a segunc snapshot (format {manifest.get('format')!r})")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise SnapshotError(f"{archive}: not a segunc snapshot (format {fmt!r})")
+    try:
+        version = int(manifest.get("format_version", 0))
+        schema = manifest.get("schema_version")
+        schema = None if schema is None else int(schema)
+    except (TypeError, ValueError):
+        raise SnapshotError(f"{archive}: manifest versions are not integers: not a segunc snapshot") from None
+    if version > FORMAT_VERSION:
         raise SnapshotError(f"{archive}: snapshot format {manifest['format_version']} is newer than this segunc "
                             f"understands ({FORMAT_VERSION}); update segunc")
-    schema = manifest.get("schema_version")
-    if schema is not None and int(schema) > SCHEMA_VERSION:
+    if schema is not None and schema > SCHEMA_VERSION:
         raise SnapshotError(f"{archive}: store schema {schema} is newer than this segunc's ({SCHEMA_VERSION}); update segunc")
     return manifest
 
@@ -210,31 +239,112 @@ def _held_locks(root: Path) -> list[Path]:
     return [p for p in sorted(locks.glob("*.lock")) if is_locked(p)] if locks.is_dir() else []
 
 
-def _verify_staged(stage: Path, manifest: dict) -> int:
-    db = stage / DB_NAME
-    if manifest.get("db_sha256") and file_sha256(db) != manifest["db_sha256"]:
-        raise SnapshotError("the database in the archive does not match its manifest (sha256); the file is damaged")
-    con = sqlite3.connect(str(db), isolation_level=None)
+def _extract(tar: tarfile.TarFile, m: tarfile.TarInfo, dest: Path) -> str:
+    """Stream member ``m`` to ``dest``, never more than its declared size; returns its sha256."""
+    h = hashlib.sha256()
+    left = m.size
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tar.extractfile(m) as src, open(dest, "wb") as f:
+        while left > 0:
+            block = src.read(min(left, 1 << 20))
+            if not block:
+                raise SnapshotError(f"member {m.name!r} is shorter than its declared {m.size} bytes; the file is damaged")
+            h.update(block)
+            f.write(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+def _declared_db(manifest: dict) -> tuple[str, int]:
+    from .keys import UnsafeNameError, check_sha256
+
+    try:
+        sha = check_sha256(manifest.get("db_sha256"), "the manifest's db_sha256")
+        size = manifest.get("db_bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise UnsafeNameError(f"the manifest's db_bytes {size!r} is not a positive integer")
+    except UnsafeNameError as exc:
+        raise SnapshotError(f"{exc}: not a segunc snapshot") from None
+    return sha, size
+
+
+def _staged_rows(db: Path) -> dict[str, tuple[str, int]]:
+    """``map_file → (sha256, bytes)`` of every result row of the staged database, each row's names checked."""
+    from .keys import UnsafeNameError, check_row_names
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     try:
         ok = con.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
             raise SnapshotError(f"the database in the archive is damaged: {ok}")
-        rows = con.execute("SELECT map_file, map_sha256, map_bytes FROM results").fetchall()
+        con.row_factory = sqlite3.Row
+        rows = con.execute("SELECT * FROM results").fetchall()
     except sqlite3.DatabaseError as exc:
         raise SnapshotError(f"the database in the archive is not readable: {exc}") from None
     finally:
         con.close()
-    for rel, sha, size in rows:
-        p = stage / rel
-        if not p.is_file() or p.stat().st_size != size or file_sha256(p) != sha:
-            raise SnapshotError(f"map file {rel} is missing or damaged in the archive")
-    return len(rows)
+    out: dict[str, tuple[str, int]] = {}
+    for row in rows:
+        try:
+            check_row_names(row)
+        except UnsafeNameError as exc:
+            raise SnapshotError(f"the database in the archive holds an unsafe row: {exc}") from None
+        size = row["map_bytes"]
+        if not isinstance(size, int) or size < 0:
+            raise SnapshotError(f"result {row['key']}: map_bytes {size!r} is not a size")
+        if row["map_file"] in out and out[row["map_file"]] != (row["map_sha256"], size):
+            raise SnapshotError(f"map file {row['map_file']} is named by two rows with different checksums")
+        out[row["map_file"]] = (row["map_sha256"], size)
+    return out
+
+
+def _unpack(tar: tarfile.TarFile, stage: Path, manifest: dict, free_dir: Path) -> int:
+    """Check every member against the manifest / the rows before writing it, then stream it with its
+    declared size as the cap. Returns the number of result rows."""
+    members = {m.name: m for m in _check_members(tar)}
+    db_sha, db_bytes = _declared_db(manifest)
+    if members[MANIFEST].size > MAX_MANIFEST_BYTES:
+        raise SnapshotError(f"{MANIFEST} declares {members[MANIFEST].size} bytes (at most {MAX_MANIFEST_BYTES})")
+    if members[DB_NAME].size != db_bytes:
+        raise SnapshotError(f"{DB_NAME} declares {members[DB_NAME].size} bytes, its manifest {db_bytes}; the file is damaged")
+    declared = sum(m.size for m in members.values() if m.name != MANIFEST)
+    free = shutil.disk_usage(free_dir).free
+    if declared + FREE_MARGIN_BYTES > free:
+        raise SnapshotError(f"the snapshot unpacks to {declared / 2**20:.1f} MiB but {free_dir} has "
+                            f"{free / 2**20:.1f} MiB free (keeping {FREE_MARGIN_BYTES >> 20} MiB spare); free some space")
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2))  # the parsed (size-checked) manifest
+    if _extract(tar, members[DB_NAME], stage / DB_NAME) != db_sha:
+        raise SnapshotError("the database in the archive does not match its manifest (sha256); the file is damaged")
+    rows = _staged_rows(stage / DB_NAME)
+    maps = {n: m for n, m in members.items() if n not in (MANIFEST, DB_NAME)}
+    for name, m in maps.items():
+        if name not in rows:
+            raise SnapshotError(f"member {name!r} is not referenced by any result row: not a segunc snapshot")
+        if m.size != rows[name][1]:
+            raise SnapshotError(f"map file {name} declares {m.size} bytes, its row {rows[name][1]}; the file is damaged")
+    for name in rows:
+        if name not in maps:
+            raise SnapshotError(f"map file {name} is missing or damaged in the archive")
+    for name, m in maps.items():
+        if _extract(tar, m, stage / name) != rows[name][0]:
+            raise SnapshotError(f"map file {name} is missing or damaged in the archive")
+    con = sqlite3.connect(f"file:{stage / DB_NAME}?mode=ro", uri=True)
+    try:
+        return int(con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    finally:
+        con.close()
 
 
 def import_snapshot(archive: Path | str, store: Path | str | None = None, force: bool = False) -> dict:
     """Install the snapshot ``archive`` as the store in ``store`` (default ``$SEGUNC_CACHE`` /
     ``data/cache``). Refuses to replace a store holding results unless ``force``, and a store
-    in use (a held lock) always. Returns ``{"root", "results", "manifest"}``."""
+    in use (a held lock) always. Returns ``{"root", "results", "manifest"}``.
+
+    The archive is untrusted: the manifest is read only up to :data:`MAX_MANIFEST_BYTES`; every
+    member's declared size is checked against the manifest (database) or its row (map file) before
+    it is written, and written with that size as a cap; a member no row names is refused; every
+    database value that becomes a path or a name (key, map file, sha256, image) is checked
+    (:func:`segunc.store.keys.check_row_names`); the declared total must fit on the disk."""
     archive = Path(archive).expanduser()
     if not archive.is_file():
         raise SnapshotError(f"{archive}: no such file")
@@ -256,12 +366,7 @@ def import_snapshot(archive: Path | str, store: Path | str | None = None, force:
     stage.mkdir()
     try:
         with tarfile.open(archive, "r:*") as tar:
-            for m in _check_members(tar):
-                dest = stage / m.name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(m) as src, open(dest, "wb") as f:
-                    shutil.copyfileobj(src, f)
-        n = _verify_staged(stage, manifest)
+            n = _unpack(tar, stage, manifest, root.parent)
         for sub in ("maps", "locks", "logs"):
             (stage / sub).mkdir(exist_ok=True)
         if root.exists():
@@ -271,7 +376,7 @@ def import_snapshot(archive: Path | str, store: Path | str | None = None, force:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(stage, root)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise SnapshotError(f"{archive}: cannot unpack ({type(exc).__name__}: {exc})") from None
     finally:
         if stage.exists():

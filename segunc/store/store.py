@@ -12,7 +12,6 @@ differs from the row, or one that does not decode to the row's H x W is *corrupt
 """
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -26,22 +25,15 @@ import numpy as np
 import pandas as pd
 
 from .. import settings
-from ..fsutil import fsync_dir
+from ..fsutil import StoreFullError, disk_full_error, fsync_dir, is_disk_full as _is_full
 from .db import METRIC_COLUMNS, ThreadConnections, init_schema, transaction
-from .keys import canonical_json, sha256_hex, settings_id as _settings_id
+from .jobs import delete_empty_jobs
+from .keys import NAME_CHARS, NAME_COLUMNS, UnsafeNameError, canonical_json, check_key, check_map_file, check_row_names, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
 
 __all__ = ["ResultStore", "StoreFullError", "FRAME_COLUMNS"]
 
 
-class StoreFullError(OSError):
-    """The results store's disk is full (or its quota is spent). What was stored before stays."""
-
-
-def _is_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc).lower()
 
 FRAME_COLUMNS = ("key", "run_id", "patient_id", "slice_id", "split", "backend", "mode", *METRIC_COLUMNS,
                  "seconds", "threshold", "tumour_px", "pred_px", "mean_entropy", "mean_variance", "mean_mi", "created_at")
@@ -95,7 +87,7 @@ class ResultStore:
 
     def _write_file(self, key: str, data: bytes) -> str:
         token = secrets.token_hex(4)
-        rel = f"maps/{key[:2]}/{key}.{token}.npz"
+        rel = check_map_file(f"maps/{check_key(key)[:2]}/{key}.{token}.npz")
         final = self.root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{key}.{token}.tmp"
@@ -114,9 +106,7 @@ class ResultStore:
         return rel
 
     def _full(self, exc: BaseException) -> StoreFullError:
-        return StoreFullError(errno.ENOSPC, f"results store {self.root}: disk full while writing "
-                              f"({exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}); the results "
-                              "stored before are kept — free some space and run the same command again to continue")
+        return disk_full_error(f"results store {self.root}", exc)
 
     def put_slice(self, run_id: str | None, items: Sequence[tuple[str, str, object]], *, ref, image: str,
                   target: np.ndarray, backend: str, keep_samples: bool = False, link: Sequence[str] = ()) -> int:
@@ -169,7 +159,7 @@ class ResultStore:
                 if run_id is not None:
                     keys = [r[0] for r in rows] + list(link)
                     con.executemany("INSERT OR IGNORE INTO run_results (run_id, key) VALUES (?, ?)", [(run_id, k) for k in keys])
-        except sqlite3.OperationalError as exc:
+        except (sqlite3.OperationalError, StoreFullError) as exc:
             if _is_full(exc):
                 losers, written = files, 0  # rolled back: the files are orphans
                 self._unlink(losers)
@@ -214,6 +204,10 @@ class ResultStore:
         """(problem or None, file bytes) of one row."""
         if not _finite(row[m] for m in METRIC_COLUMNS):
             return "non-finite metric in row", None
+        try:
+            check_row_names(row)  # a hand-edited row must not name a file outside maps/
+        except UnsafeNameError as exc:
+            return f"unsafe row: {exc}", None
         path = self.root / row["map_file"]
         try:
             data = path.read_bytes()
@@ -267,8 +261,11 @@ class ResultStore:
         """One row per stored (slice, backend, mode, settings) result, columns :data:`FRAME_COLUMNS`.
 
         ``run_ids`` keeps the results of those sweeps (``run_id`` then names the sweep that asked
-        for the row); rows with a non-finite metric are left out (they count as missing)."""
+        for the row); rows with a non-finite metric, or a name (slice, patient, backend, mode, split)
+        with characters other than :data:`~.keys.NAME_CHARS`, are left out (they count as missing)."""
         where, params = [" AND ".join(f"r.{m} IS NOT NULL" for m in METRIC_COLUMNS)], []
+        # a name with other characters (a hand-edited store) is never served to a page as Markdown
+        where += [f"COALESCE(r.{c}, '') NOT GLOB '*[^{NAME_CHARS}]*'" for c in NAME_COLUMNS]
         for col, values in (("backend", backends), ("mode", modes), ("slice_id", slice_ids)):
             if values is not None:
                 values = [values] if isinstance(values, str) else list(values)
@@ -343,7 +340,8 @@ class ResultStore:
     # -------------------------------------------------------------------- maintenance
     def gc(self, grace_s: float = 3600.0, verify: bool = False) -> dict:
         """Remove orphan map files and stale temp files older than ``grace_s`` (a writer between
-        its file and its row is younger); ``verify`` first drops rows whose file is corrupt."""
+        its file and its row is younger), and the rows of sweeps that failed or were cancelled
+        before storing anything; ``verify`` first drops rows whose file is corrupt."""
         invalid = 0
         if verify:
             for row in self.con.execute("SELECT * FROM results").fetchall():
@@ -374,5 +372,13 @@ class ResultStore:
                 removed += 1
         with transaction(self.con) as con:
             con.execute("DELETE FROM run_results WHERE key NOT IN (SELECT key FROM results)")
-        self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        return {"invalid_rows": invalid, "orphan_files": removed, "temp_files": tmp, "freed_bytes": freed}
+            # sweeps that failed or were cancelled before storing anything (bad weights, a full disk at the
+            # start, ...): their job, slice-progress and run rows describe nothing
+            empty = delete_empty_jobs(con)
+        try:
+            self.con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
+                raise  # (on a full disk the log stays; the next checkpoint folds it in)
+        return {"invalid_rows": invalid, "orphan_files": removed, "temp_files": tmp, "freed_bytes": freed,
+                "empty_failed_jobs": len(empty)}
