@@ -34,7 +34,7 @@ from .metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 __all__ = ["METRIC_LABELS", "MODE_ORDER", "aggregate", "paired_table", "bootstrap_ci", "describe", "FriedmanResult",
            "friedman", "pairwise_wilcoxon", "rank_biserial", "kendalls_w", "holm", "to_latex", "order_modes",
-           "order_backends"]
+           "order_backends", "MIN_PATIENTS", "few_patients_caution", "spearman_sign_note"]
 
 METRIC_LABELS = {"iou": "IoU", "dice": "Dice", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
                  "nll": "NLL", "ece": "ECE", "brier": "Brier", "certainty": "Certainty"}
@@ -42,6 +42,52 @@ METRIC_LABELS = {"iou": "IoU", "dice": "Dice", "accuracy": "Accuracy", "precisio
 MODE_ORDER = ("normal", "mc_dropout", "tta", "noisy", "box_jitter", "fusion", "crf")
 BACKEND_ORDER = ("unet", "litemedsam", "medsam", "universeg")
 KEYS = ("backend", "mode")
+#: below this many patients a test or a fitted threshold gets a ``caution``: slices of one patient are
+#: strongly correlated, so the effective sample size is about the number of patients
+MIN_PATIENTS = 5
+
+
+def few_patients_caution(n_patients: int, what: str = "this result", minimum: int = MIN_PATIENTS) -> str:
+    """A caution (empty when ``n_patients`` ≥ ``minimum``) that ``what`` rests on too few patients."""
+    if n_patients >= minimum:
+        return ""
+    return (f"{what} rests on {n_patients} patient(s) (fewer than {minimum}): slices of one patient are not "
+            f"independent, so treat it as anecdotal, not as evidence")
+
+
+def _n_patients(df: pd.DataFrame, blocks: Iterable[str], per_patient: bool) -> int:
+    """Distinct patients among the blocks (slice ids are mapped through ``patient_id``)."""
+    blocks = list(blocks)
+    if per_patient:
+        return len(set(blocks))
+    if "patient_id" in df.columns:
+        m = df.drop_duplicates("slice_id").set_index("slice_id")["patient_id"]
+        return int(m.reindex(blocks).nunique())
+    return len({"_".join(str(b).split("_")[:3]) for b in blocks})
+
+
+def spearman_sign_note(rho: float | None = None, score: str = "the uncertainty score") -> str:
+    """Plain-language reading of Spearman ρ between a slice's uncertainty and 1 − Dice (its error).
+
+    ρ > 0: more uncertain slices tend to be segmented worse (the wanted behaviour: uncertainty
+    can flag bad slices); ρ ≈ 0: no monotone relation; ρ < 0: the *better* segmented slices are the
+    more uncertain ones, e.g. because a mean over a larger predicted tumour sums more uncertain
+    boundary pixels, so that score should not be used to rank slices for review."""
+    general = (f"Spearman ρ is the rank correlation between {score} and 1 − Dice over slices: "
+               "+1 means the most uncertain slices are always the worst segmented, 0 no monotone relation, "
+               "−1 the reverse.")
+    if rho is None or not np.isfinite(rho):
+        return general
+    if rho >= 0.1:
+        reading = (f"Here ρ = {rho:.2f} > 0: more uncertain slices tend to be segmented worse, as wanted "
+                   "for flagging slices for review.")
+    elif rho <= -0.1:
+        reading = (f"Here ρ = {rho:.2f} < 0: the better-segmented slices carry more of this uncertainty "
+                   "(often because larger tumours have more uncertain boundary pixels), so this score does not "
+                   "flag bad slices; do not rank slices by it.")
+    else:
+        reading = f"Here ρ = {rho:.2f} ≈ 0: this score says little about which slices are segmented badly."
+    return f"{general} {reading}"
 
 
 def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
@@ -176,6 +222,8 @@ class FriedmanResult:
     per_patient: bool = False
     note: str = ""
     extra: dict = field(default_factory=dict)
+    n_patients: int = 0
+    caution: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -194,6 +242,8 @@ def friedman(df: pd.DataFrame, metric: str, backend: str, modes: Sequence[str] |
     wide = paired_table(df, metric, backend, modes, per_patient)
     modes = list(wide.columns)
     res = FriedmanResult(backend, metric, modes, int(len(wide)), per_patient=per_patient)
+    res.n_patients = _n_patients(df, wide.index, per_patient)
+    res.caution = few_patients_caution(res.n_patients, "This Friedman test")
     if len(modes) < 3:
         res.note = f"Friedman needs at least 3 modes (have {len(modes)}); see the pairwise tests"
         return res
@@ -248,7 +298,8 @@ def pairwise_wilcoxon(df: pd.DataFrame, metric: str, backend: str, modes: Sequen
     Pairs use the blocks complete for all ``modes`` (the same blocks as :func:`friedman`).
     Columns: backend, metric, mode_a, mode_b, n, median_a, median_b, median_diff (median of a − b),
     statistic, pvalue, p_holm, significant, rank_biserial, better (the mode favoured by the metric's
-    direction when significant, else ""), note.
+    direction when significant, else ""), note, n_patients, caution (non-empty under
+    :data:`MIN_PATIENTS` patients).
     """
     wide = paired_table(df, metric, backend, modes, per_patient)
     rows = []
@@ -281,6 +332,9 @@ def pairwise_wilcoxon(df: pd.DataFrame, metric: str, backend: str, modes: Sequen
     better = np.where(out["rank_biserial"] > 0, out["mode_a"], out["mode_b"]) if hib else \
         np.where(out["rank_biserial"] < 0, out["mode_a"], out["mode_b"])
     out.insert(13, "better", np.where(rej, better, ""))
+    n_pat = _n_patients(df, wide.index, per_patient)
+    out["n_patients"] = n_pat
+    out["caution"] = few_patients_caution(n_pat, "This Wilcoxon test")
     return out
 
 
