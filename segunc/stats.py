@@ -34,7 +34,7 @@ from .metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 __all__ = ["METRIC_LABELS", "MODE_ORDER", "aggregate", "paired_table", "bootstrap_ci", "describe", "FriedmanResult",
            "friedman", "pairwise_wilcoxon", "rank_biserial", "kendalls_w", "holm", "to_latex", "order_modes",
-           "order_backends", "MIN_PATIENTS", "few_patients_caution", "spearman_sign_note"]
+           "order_backends", "BACKEND_LABELS", "backend_label", "MIN_PATIENTS", "few_patients_caution", "spearman_sign_note"]
 
 METRIC_LABELS = {"iou": "IoU", "dice": "Dice", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
                  "nll": "NLL", "ece": "ECE", "brier": "Brier", "certainty": "Certainty"}
@@ -343,14 +343,28 @@ def _fmt(v: float, digits: int) -> str:
     return "--" if not np.isfinite(v) else f"{v:.{digits}f}"
 
 
-def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str = "median_iqr", digits: int = 3,
-             caption: str | None = None, label: str | None = None, bold_best: bool = True) -> str:
-    """The :func:`describe` table as LaTeX: one row per backend × mode, one column per metric.
+#: display names of backends in tables and figures (unknown ones are shown as they are)
+BACKEND_LABELS = {"unet": "U-Net", "litemedsam": "LiteMedSAM", "medsam": "MedSAM", "universeg": "UniverSeg"}
 
-    ``stat``: ``median_iqr`` (median [Q1, Q3]) or ``mean_ci`` (mean [CI low, CI high]). With
+
+def backend_label(backend: str) -> str:
+    return BACKEND_LABELS.get(backend, backend)
+
+
+def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str = "median_iqr", digits: int = 3,
+             caption: str | None = None, label: str | None = None, bold_best: bool = True,
+             width: str = r"\linewidth") -> str:
+    r"""The :func:`describe` table as a LaTeX ``table`` (booktabs rules): one row per backend × mode, one
+    column per metric, display names (``MC dropout``, ``U-Net``), not identifiers.
+
+    ``stat``: ``median_iqr`` (median [Q1, Q3]) or ``mean_ci`` (mean [CI low, CI high]); the interval is set
+    small under the value so a column stays narrow. Up to four metrics the table is a ``tabular*`` spread to
+    ``width``; with more it is a ``tabular`` scaled to ``width`` (``\resizebox``), so it always fits. With
     ``bold_best`` the best central value of each metric within each backend is bold (direction from
-    :data:`segunc.metrics.HIGHER_IS_BETTER`). Needs jinja2 (pandas' Styler).
+    :data:`segunc.metrics.HIGHER_IS_BETTER`). Needs ``\usepackage{booktabs,graphicx,makecell}``.
     """
+    from .viz import mode_label
+
     if stat not in ("median_iqr", "mean_ci"):
         raise ValueError(f"stat must be 'median_iqr' or 'mean_ci', got {stat!r}")
     if desc.empty:
@@ -363,31 +377,41 @@ def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str
             vals = g[centre].round(digits)
             best[(backend, metric)] = vals.max() if HIGHER_IS_BETTER.get(metric, True) else vals.min()
     backends = order_backends(desc["backend"])
-    rows = []
-    for backend in backends:
+    body: list[str] = []
+    for bi, backend in enumerate(backends):
         d = desc[desc["backend"] == backend]
+        if bi:
+            body.append(r"\midrule")
         for i, mode in enumerate(order_modes(d["mode"])):
-            cells = {"Backend": _tex(backend) if i == 0 else "", "Mode": _tex(mode)}
+            cells = [_tex(backend_label(backend)) if i == 0 else "", _tex(mode_label(mode))]
             for metric in metrics:
                 r = d[(d["mode"] == mode) & (d["metric"] == metric)]
-                name = METRIC_LABELS.get(metric, metric)
                 if r.empty:
-                    cells[name] = "--"
+                    cells.append("--")
                     continue
                 r = r.iloc[0]
                 c = _fmt(r[centre], digits)
                 if bold_best and np.isfinite(r[centre]) and round(r[centre], digits) == best.get((backend, metric)):
                     c = rf"\textbf{{{c}}}"
-                cells[name] = rf"{c} [{_fmt(r[lo], digits)}, {_fmt(r[hi], digits)}]"
-            rows.append(cells)
-    out = pd.DataFrame(rows)
+                cells.append(rf"\makecell{{{c}\\ \scriptsize[{_fmt(r[lo], digits)}, {_fmt(r[hi], digits)}]}}")
+            body.append(" & ".join(cells) + r" \\")
+    head = " & ".join(["Backend", "Mode", *[_tex(METRIC_LABELS.get(m, m)) for m in metrics]]) + r" \\"
     what = "median [Q1, Q3]" if stat == "median_iqr" else "mean [bootstrap CI of the mean]"
     caption = caption or f"Per-slice metrics, {what}. Bold: best per backend."
-    tex = out.to_latex(index=False, escape=False, caption=caption, label=label,
-                       column_format="ll" + "c" * (len(out.columns) - 2), position="htbp")
-    for backend in backends[1:]:  # a rule between backends
-        tex = tex.replace(f"\n{_tex(backend)} & ", f"\n\\midrule\n{_tex(backend)} & ", 1)
-    return tex
+    cols = "ll" + "c" * len(metrics)
+    rules = [r"\toprule", head, r"\midrule", *body, r"\bottomrule"]
+    if len(metrics) > 4:  # natural width, scaled down to the page (a tabular* cannot shrink below its content)
+        tabular = "\n".join([rf"\resizebox{{{width}}}{{!}}{{%", rf"\begin{{tabular}}{{@{{}}{cols}@{{}}}}", *rules,
+                             r"\end{tabular}}"])
+    else:  # spread to the page width
+        tabular = "\n".join([rf"\begin{{tabular*}}{{{width}}}{{@{{\extracolsep{{\fill}}}}{cols}@{{}}}}", *rules,
+                             r"\end{tabular*}"])
+    lines = ["% needs \\usepackage{booktabs,graphicx,makecell}", r"\begin{table}[htbp]", r"\centering", r"\small",
+             tabular, rf"\caption{{{caption}}}"]
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",

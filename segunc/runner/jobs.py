@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..config import FusionConfig, PipelineConfig
@@ -525,16 +526,19 @@ def stored_results(store: ResultStore, spec: JobSpec, slice_ids: Sequence[str]) 
 
 def _per_mode_seconds(spec: JobSpec, t: dict[str, float], config: PipelineConfig, modes: Sequence[str]) -> dict[str, float]:
     """Seconds per slice of each mode in ``modes`` (dependencies not included): the pass model,
-    times the measured ratio actual/model of backend × mode × device where one is stored."""
+    times the measured ratio actual/model of backend × mode × device where one is stored (else the
+    median ratio of the backend's measured modes)."""
     from ..backends import BACKENDS
 
     cls = BACKENDS.get(spec.backend)
     two_stage, fixed = bool(cls.two_stage), getattr(cls, "input_size", None) is not None
+    ratios = [v for k, v in t.items() if k.startswith("ratio:")]
+    default = float(np.median(ratios)) if ratios else 1.0  # a mode not measured yet: the backend's typical ratio
     out = {}
     for m in modes:
         full, cost, enc, dec = mode_passes(m, config, two_stage, fixed)
         model = cost * t["forward"] + enc * t["encoder"] + dec * t["decoder"] + POST_SECONDS.get(m, 0.0)
-        out[m] = model * t.get(f"ratio:{m}", 1.0)
+        out[m] = model * t.get(f"ratio:{m}", default)
     return out
 
 
