@@ -84,7 +84,7 @@ def wait_ready(page, timeout: float = 300.0, settle: int = 4) -> float:
 def problems(page) -> list[str]:
     out = [f"exception: {e.inner_text()[:120]}" for e in page.query_selector_all('[data-testid="stException"]')]
     out += [f"error: {e.inner_text()[:120]}" for e in page.query_selector_all('[data-testid="stAlertContentError"]')]
-    return out
+    return [" ".join(o.split()) for o in out]  # one line each (Markdown table cells)
 
 
 def measure(url: str, pages: list[str], repeat: int) -> list[dict]:
