@@ -47,6 +47,8 @@ FORMAT_VERSION = 1
 DB_NAME = "store.sqlite"
 MANIFEST = "manifest.json"
 _MAP_RE = re.compile(r"^maps/[0-9A-Za-z]{2}/[0-9A-Za-z][0-9A-Za-z._-]*\.npz$")
+#: the slices behind the results, and cached analyses (segunc.data.slice_pack, segunc.analysis.precompute)
+_EXTRA_RE = re.compile(r"^(slices\.npz|analysis(/[0-9A-Za-z][0-9A-Za-z._-]*){2,3})$")
 
 
 class SnapshotError(RuntimeError):
@@ -70,9 +72,12 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> No
 
 
 # ---------------------------------------------------------------------------------------- export
-def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
+def export_snapshot(out: Path | str, store: Path | str | None = None, data: Path | str | None = None,
+                    precompute: bool = True) -> dict:
     """Write the store in ``store`` (default ``$SEGUNC_CACHE`` / ``data/cache``) to ``out``
-    (a ``.tar.gz``), atomically; returns the manifest."""
+    (a ``.tar.gz``), atomically; returns the manifest. It also holds the slices behind the results
+    (image channels + mask, from ``data`` or the runs' data folders) and, with ``precompute``, the
+    cached slow analyses, so the pages work from the snapshot alone."""
     from .. import PIPELINE_VERSION, __version__
     from .db import connect
 
@@ -83,6 +88,8 @@ def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
+    data_dir = data  # (``data`` is reused below for map file bytes)
+    extras_pre = _precompute(root, data_dir) if precompute else {}
     with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=out.parent) as tmp:
         copy = Path(tmp) / DB_NAME
         src = connect(db)
@@ -117,6 +124,7 @@ def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
             dst.executemany("DELETE FROM job_slices WHERE job_id = ?", [(j,) for j in jobs])
             dst.executemany("DELETE FROM jobs WHERE job_id = ?", [(j,) for j in jobs])
             dst.execute("COMMIT")
+            extras, extras_info = _extras(dst, root, data_dir)  # slice pack + analysis caches of the kept results
             dst.execute("VACUUM")
             schema = dst.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
             n_results = dst.execute("SELECT COUNT(*) FROM results").fetchone()[0]
@@ -133,16 +141,49 @@ def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
             "results": n_results, "runs": n_runs, "map_files": len(files),
             "map_bytes": sum(len(d) for _, d in files),
             "db_sha256": _sha256(db_bytes), "db_bytes": len(db_bytes),
-            "dropped_results": dropped, "dropped_jobs": jobs,
+            "dropped_results": dropped, "dropped_jobs": jobs, **extras_info, "precomputed": extras_pre,
         }
         part = Path(tmp) / "snapshot.tar.gz"
         with tarfile.open(part, "w:gz", compresslevel=6) as tar:
             _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode(), now)
             _add_bytes(tar, DB_NAME, db_bytes, now)
-            for rel, data in files:
-                _add_bytes(tar, rel, data, now)
+            for rel, blob in [*files, *extras]:
+                _add_bytes(tar, rel, blob, now)
         os.replace(part, out)
     return manifest
+
+
+def _precompute(root: Path, data: Path | str | None) -> dict:
+    """Fill the store's analysis caches before packing (a failure only costs speed, never the export)."""
+    try:
+        from ..analysis.precompute import precompute_analyses
+        from .store import ResultStore
+        from ..data.slice_pack import data_roots
+
+        store = ResultStore(root)
+        roots = data_roots(store.con, [data])
+        return precompute_analyses(store, roots[0] if roots else None)
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _extras(con: sqlite3.Connection, root: Path, data: Path | str | None) -> tuple[list[tuple[str, bytes]], dict]:
+    """(member name, bytes) of the slice pack and of the analysis cache files of the results in ``con``."""
+    from ..data.slice_pack import PACK_NAME, data_roots, pack_slices
+
+    pack, info = pack_slices(con, data_roots(con, [data]))
+    out = [(PACK_NAME, pack)]
+    keys = {r[0] for r in con.execute("SELECT key FROM results")}
+    analysis = root / "analysis"
+    if analysis.is_dir():
+        for p in sorted(analysis.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if not p.is_file() or p.name.startswith(".") or not _EXTRA_RE.match(rel):
+                continue
+            if rel.endswith(".npz") and p.name.split(".")[0] not in keys:
+                continue  # error stats of a result not in the snapshot
+            out.append((rel, p.read_bytes()))
+    return out, {"slices": info["slices"], "slices_missing": len(info["missing"]), "analysis_files": len(out) - 1}
 
 
 # ---------------------------------------------------------------------------------------- import
@@ -153,7 +194,7 @@ def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
         name = m.name
         if not m.isfile():
             raise SnapshotError(f"unexpected member {name!r} (not a regular file): not a segunc snapshot")
-        if name not in (MANIFEST, DB_NAME) and not _MAP_RE.match(name):
+        if name not in (MANIFEST, DB_NAME) and not _MAP_RE.match(name) and not _EXTRA_RE.match(name):
             raise SnapshotError(f"unexpected member {name!r}: not a segunc snapshot")
         if name in names:
             raise SnapshotError(f"member {name!r} appears twice")
