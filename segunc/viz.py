@@ -30,7 +30,7 @@ from .analysis.stats import METRIC_LABELS, order_backends, order_modes
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
            "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label",
-           "grid_png", "box_stats", "risk_coverage_figure", "decomposition_figure", "cost_quality_figure"]
+           "grid_png", "box_stats", "risk_coverage_figure", "decomposition_figure", "cost_quality_figure", "log_ticks"]
 
 #: Okabe-Ito colours for the three outcomes of a prediction against the ground truth
 OUTCOME_COLORS = {"TP": (240, 228, 66), "FP": (213, 94, 0), "FN": (86, 180, 233)}
@@ -472,6 +472,22 @@ def decomposition_figure(summary: pd.DataFrame, height: int = 380) -> go.Figure:
     return fig
 
 
+def log_ticks(lo: float, hi: float, steps: Sequence[float] = (1, 2, 5)) -> tuple[list[float], list[str]]:
+    """Tick values and labels for a log axis over [lo, hi]: 1-2-5 × 10^k (fewer when the range is
+    wide), with one tick beyond each end, labelled in full (``0.2``, ``1``, ``50``, never lone digits)."""
+    if not (lo > 0 and hi > 0):
+        raise ValueError(f"log ticks need positive bounds, got {lo}, {hi}")
+    lo, hi = min(lo, hi), max(lo, hi)
+    k0, k1 = int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1
+    if k1 - k0 > 5:
+        steps = (1,)
+    vals = [m * 10.0 ** k for k in range(k0, k1 + 1) for m in steps]
+    below = [v for v in vals if v <= lo]
+    above = [v for v in vals if v >= hi]
+    vals = [v for v in vals if (below and v >= below[-1] or not below) and (above and v <= above[0] or not above)]
+    return vals, [f"{v:g}" for v in vals]
+
+
 def cost_quality_figure(cost: pd.DataFrame, metric: str = "dice", height: int = 380) -> go.Figure:
     """Median seconds per slice (log x) against the median of ``metric``, one marker per backend × mode
     (``cost``: :func:`segunc.analysis.cost_quality`)."""
@@ -487,7 +503,11 @@ def cost_quality_figure(cost: pd.DataFrame, metric: str = "dice", height: int = 
                                                f"median {METRIC_LABELS.get(metric, metric)} %{{y:.4f}}<br>n = %{{customdata[1]}}"
                                                "<extra></extra>"))
     arrow = "↑ higher is better" if HIGHER_IS_BETTER.get(metric, True) else "↓ lower is better"
-    fig.update_xaxes(title="median seconds per slice", type="log" if (cost["seconds_median"] > 0).all() else "linear")
+    log = bool(len(cost)) and (cost["seconds_median"] > 0).all()
+    fig.update_xaxes(title="median seconds per slice", type="log" if log else "linear")
+    if log:  # labelled 1-2-5 ticks, not plotly's "8 9 1 2 3" minor digits on a short log range
+        vals, text = log_ticks(float(cost["seconds_median"].min()), float(cost["seconds_median"].max()))
+        fig.update_xaxes(tickmode="array", tickvals=vals, ticktext=text)
     fig.update_yaxes(title=f"median {METRIC_LABELS.get(metric, metric)} ({arrow})")
     _layout(fig, height)
     return fig

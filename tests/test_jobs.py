@@ -239,3 +239,78 @@ def test_corrupt_results_are_recomputed_not_served(lgg_root, unet_weights, tmp_p
         store.load_maps(r["key"])
     df = store.metrics_frame(run_ids=[job])
     assert len(df) == 3 and df.set_index("key").loc[rows[1]["key"], "dice"] == pytest.approx(rows[1]["dice"])
+
+
+def test_progress_is_per_slice_and_names_the_slice_being_computed(lgg_root, unet_weights, tmp_path):
+    """job_slices.seconds is each slice's own time (they sum to at most the sweep's wall time, not a
+    running total), and ``current`` names the first slice not yet finished, never a later one."""
+    import threading
+
+    store = ResultStore(tmp_path / "cache")
+    spec = spec_for(lgg_root, unet_weights, modes=["normal", "mc_dropout"], limit=4, samples=3,
+                    config=PipelineConfig(batch_size=4))
+    refs = [r.slice_id for r in __import__("segunc.runner.sweep", fromlist=["x"]).select_slices(lgg_root, "val", limit=4)]
+    seen: list[tuple[str | None, list[str]]] = []
+    stop = threading.Event()
+
+    def poll():
+        con = sqlite3.connect(store.root / "store.sqlite", timeout=30)
+        while not stop.is_set():
+            try:
+                row = con.execute("SELECT current, (SELECT group_concat(slice_id) FROM job_slices WHERE job_id = jobs.job_id) "
+                                  "FROM jobs").fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            if row and row[0]:
+                seen.append((row[0], (row[1] or "").split(",") if row[1] else []))
+            time.sleep(0.02)
+        con.close()
+
+    th = threading.Thread(target=poll)
+    th.start()
+    t0 = time.perf_counter()
+    try:
+        job, counts = run_sweep(store, spec, progress=False)
+    finally:
+        stop.set()
+        th.join()
+    wall = time.perf_counter() - t0
+    assert counts.computed == 8
+    secs = [r[0] for r in store.con.execute("SELECT seconds FROM job_slices WHERE job_id = ? ORDER BY slice_id", (job,))]
+    assert len(secs) == 4 and all(s > 0 for s in secs)
+    assert sum(secs) <= wall, (secs, wall)  # a running total would sum to far more than the wall time
+    assert seen, "never saw a current slice"
+    for current, done in seen:
+        assert current not in done, (current, done)
+        assert current == next(r for r in refs if r not in done), (current, done)
+    stages = measured_timing_stages(store)
+    assert {"forward", "ratio:normal", "ratio:mc_dropout", "slice_overhead"} <= stages
+
+
+def measured_timing_stages(store) -> set[str]:
+    return {r[0] for r in store.con.execute("SELECT stage FROM calibration_timing WHERE backend = 'unet'")}
+
+
+def test_estimates_exclude_stored_results_and_use_measured_costs(lgg_root, unet_weights, tmp_path):
+    store = ResultStore(tmp_path / "cache")
+    spec = spec_for(lgg_root, unet_weights, modes=["normal", "mc_dropout"], limit=3, samples=3)
+    before = estimate_cost(spec, store=store)
+    assert before["held"] == 0 and before["todo"] == 6 and before["seconds"] > 0 and not before["calibrated"]
+    job, counts = run_sweep(store, spec, progress=False)
+    assert counts.computed == 6
+    again = estimate_cost(spec, store=store)  # the same finished sweep queued again: nothing left to do
+    assert again["held"] == 6 and again["todo"] == 0 and again["seconds"] == 0 and again["forwards"] == 0
+    assert again["calibrated"] and again["source"] == "measured"
+    assert submit_job(store, spec, requeue=True) == job
+    st = job_status(store, job)
+    assert st["state"] == "queued" and st["eta_s"] == 0
+    # one more slice and one more mode: only the missing slice × mode results are estimated
+    bigger = spec_for(lgg_root, unet_weights, modes=["normal", "mc_dropout", "noisy"], limit=4, samples=3)
+    est = estimate_cost(bigger, store=store)
+    per = est["per_slice_mode"]
+    over = est["seconds_per_forward"].get("slice_overhead", 0.0)
+    assert est["held"] == 6 and est["todo"] == 6
+    assert est["seconds"] == pytest.approx(per["normal"] + per["mc_dropout"] + 4 * per["noisy"] + 4 * over)
+    # other settings (T) never count as stored
+    assert estimate_cost(spec_for(lgg_root, unet_weights, modes=["normal", "mc_dropout"], limit=3, samples=4),
+                         store=store)["held"] == 3  # normal does not depend on T; mc_dropout does

@@ -261,15 +261,22 @@ def test_to_latex_table(data):
     df["nll"] = 1 - df["dice"]
     desc = stats.describe(df, ["dice", "nll"], n_resamples=300)
     tex = stats.to_latex(desc, label="tab:x")
-    assert r"\begin{tabular}{llcc}" in tex and r"\label{tab:x}" in tex
+    assert r"\begin{tabular*}{\linewidth}{@{\extracolsep{\fill}}llcc@{}}" in tex and r"\label{tab:x}" in tex
     assert "Backend & Mode & Dice & NLL" in tex
-    assert r"lite\_medsam" in tex and r"mc\_dropout" in tex and r"\midrule" in tex
+    # display names, not identifiers; booktabs rules
+    assert r"lite\_medsam" in tex and "U-Net &" in tex and "MC dropout" in tex and r"mc\_dropout" not in tex
+    assert all(r in tex for r in (r"\toprule", r"\midrule", r"\bottomrule")) and r"\hline" not in tex
     # bold = best per backend: highest Dice and lowest NLL (the same mode here, since nll = 1 - dice)
+    from segunc.viz import mode_label
     best = desc[(desc["backend"] == "unet") & (desc["metric"] == "dice")].sort_values("median").iloc[-1]
-    line = next(ln for ln in tex.splitlines() if f"& {best['mode'].replace('_', chr(92) + '_')} &" in ln
+    line = next(ln for ln in tex.splitlines() if f"& {mode_label(best['mode'])} &" in ln
                 and not ln.startswith("lite"))
     assert line.count(r"\textbf") == 2
     assert f"{best['median']:.3f}" in line
+    dice = desc[desc["metric"] == "dice"]
+    wide = stats.to_latex(pd.concat([dice.assign(metric=m) for m in ("dice", "nll", "ece", "iou", "brier")]))
+    assert r"\resizebox{\linewidth}{!}{%" in wide and r"\begin{tabular}{@{}llccccc@{}}" in wide  # 5 metrics: scaled to fit
+    assert wide.count("{") == wide.count("}")
     tex_ci = stats.to_latex(desc, ["dice"], stat="mean_ci", bold_best=False)
     assert r"\textbf" not in tex_ci and "bootstrap CI" in tex_ci
     with pytest.raises(ValueError):

@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .stats import few_patients_caution
+
 __all__ = ["BAD_DICE", "ReviewReport", "rank_slices", "pick_threshold", "apply_threshold", "review_queue",
            "patient_halves", "ReviewOutcome", "review_outcome"]
 
@@ -137,6 +139,8 @@ class ReviewOutcome:
     evaluation: ReviewReport | None
     scheme: str
     note: str = ""
+    calibration_patients: int = 0
+    caution: str = ""  # non-empty when the threshold was fitted on too few patients
 
     def summary(self) -> dict:
         """One row: the evaluation report's :meth:`ReviewReport.summary` (NaN when absent), the recall
@@ -150,7 +154,8 @@ class ReviewOutcome:
             row["threshold"] = self.calibration.threshold
         row["calibration_recall"] = self.calibration.recall if self.calibration is not None else float("nan")
         row["calibration_slices"] = self.calibration.n_slices if self.calibration is not None else 0
-        return {**row, "scheme": self.scheme, "note": self.note}
+        return {**row, "scheme": self.scheme, "note": self.note, "calibration_patients": self.calibration_patients,
+                "caution": self.caution}
 
 
 def review_outcome(frame: pd.DataFrame, split: str, score: str = "mean_entropy", bad_dice: float = BAD_DICE,
@@ -185,6 +190,9 @@ def review_outcome(frame: pd.DataFrame, split: str, score: str = "mean_entropy",
     except ValueError as exc:
         return ReviewOutcome(None, None, scheme, str(exc))
     calib = apply_threshold(cal, t, score, bad_dice)
+    n_pat = int(cal["patient_id"].nunique()) if "patient_id" in cal.columns else 0
+    caution = few_patients_caution(n_pat, "This review threshold")
     if ev.empty:
-        return ReviewOutcome(calib, None, scheme, (note + "; " if note else "") + f"no {split} results to apply it to")
-    return ReviewOutcome(calib, apply_threshold(ev, t, score, bad_dice), scheme, note)
+        return ReviewOutcome(calib, None, scheme, (note + "; " if note else "") + f"no {split} results to apply it to",
+                             n_pat, caution)
+    return ReviewOutcome(calib, apply_threshold(ev, t, score, bad_dice), scheme, note, n_pat, caution)

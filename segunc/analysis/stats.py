@@ -34,13 +34,59 @@ from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 __all__ = ["METRIC_LABELS", "MODE_ORDER", "aggregate", "paired_table", "bootstrap_ci", "describe", "FriedmanResult",
            "friedman", "pairwise_wilcoxon", "rank_biserial", "kendalls_w", "holm", "to_latex", "order_modes",
-           "order_backends"]
+           "order_backends", "BACKEND_LABELS", "backend_label", "MIN_PATIENTS", "few_patients_caution", "spearman_sign_note"]
 
 METRIC_LABELS = {"iou": "IoU", "dice": "Dice", "accuracy": "Accuracy", "precision": "Precision", "recall": "Recall",
                  "nll": "NLL", "ece": "ECE", "brier": "Brier", "certainty": "Certainty"}
 #: display order of modes (paper Fig. 2) and backends (registry order); unknown ones follow alphabetically
 MODE_ORDER = ("normal", "mc_dropout", "tta", "noisy", "box_jitter", "fusion", "crf")
 BACKEND_ORDER = ("unet", "litemedsam", "medsam", "universeg")
+#: below this many patients a test or a fitted threshold gets a ``caution``: slices of one patient are
+#: strongly correlated, so the effective sample size is about the number of patients
+MIN_PATIENTS = 5
+
+
+def few_patients_caution(n_patients: int, what: str = "this result", minimum: int = MIN_PATIENTS) -> str:
+    """A caution (empty when ``n_patients`` ≥ ``minimum``) that ``what`` rests on too few patients."""
+    if n_patients >= minimum:
+        return ""
+    return (f"{what} rests on {n_patients} patient(s) (fewer than {minimum}): slices of one patient are not "
+            f"independent, so treat it as anecdotal, not as evidence")
+
+
+def _n_patients(df: pd.DataFrame, blocks: Iterable[str], per_patient: bool) -> int:
+    """Distinct patients among the blocks (slice ids are mapped through ``patient_id``)."""
+    blocks = list(blocks)
+    if per_patient:
+        return len(set(blocks))
+    if "patient_id" in df.columns:
+        m = df.drop_duplicates("slice_id").set_index("slice_id")["patient_id"]
+        return int(m.reindex(blocks).nunique())
+    return len({"_".join(str(b).split("_")[:3]) for b in blocks})
+
+
+def spearman_sign_note(rho: float | None = None, score: str = "the uncertainty score") -> str:
+    """Plain-language reading of Spearman ρ between a slice's uncertainty and 1 − Dice (its error).
+
+    ρ > 0: more uncertain slices tend to be segmented worse (the wanted behaviour: uncertainty
+    can flag bad slices); ρ ≈ 0: no monotone relation; ρ < 0: the *better* segmented slices are the
+    more uncertain ones, e.g. because a mean over a larger predicted tumour sums more uncertain
+    boundary pixels, so that score should not be used to rank slices for review."""
+    general = (f"Spearman ρ is the rank correlation between {score} and 1 − Dice over slices: "
+               "+1 means the most uncertain slices are always the worst segmented, 0 no monotone relation, "
+               "−1 the reverse.")
+    if rho is None or not np.isfinite(rho):
+        return general
+    if rho >= 0.1:
+        reading = (f"Here ρ = {rho:.2f} > 0: more uncertain slices tend to be segmented worse, as wanted "
+                   "for flagging slices for review.")
+    elif rho <= -0.1:
+        reading = (f"Here ρ = {rho:.2f} < 0: the better-segmented slices carry more of this uncertainty "
+                   "(often because larger tumours have more uncertain boundary pixels), so this score does not "
+                   "flag bad slices; do not rank slices by it.")
+    else:
+        reading = f"Here ρ = {rho:.2f} ≈ 0: this score says little about which slices are segmented badly."
+    return f"{general} {reading}"
 
 
 def _ordered(names: Iterable[str], order: Sequence[str]) -> list[str]:
@@ -175,6 +221,8 @@ class FriedmanResult:
     per_patient: bool = False
     note: str = ""
     extra: dict = field(default_factory=dict)
+    n_patients: int = 0
+    caution: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -193,6 +241,8 @@ def friedman(df: pd.DataFrame, metric: str, backend: str, modes: Sequence[str] |
     wide = paired_table(df, metric, backend, modes, per_patient)
     modes = list(wide.columns)
     res = FriedmanResult(backend, metric, modes, int(len(wide)), per_patient=per_patient)
+    res.n_patients = _n_patients(df, wide.index, per_patient)
+    res.caution = few_patients_caution(res.n_patients, "This Friedman test")
     if len(modes) < 3:
         res.note = f"Friedman needs at least 3 modes (have {len(modes)}); see the pairwise tests"
         return res
@@ -247,7 +297,8 @@ def pairwise_wilcoxon(df: pd.DataFrame, metric: str, backend: str, modes: Sequen
     Pairs use the blocks complete for all ``modes`` (the same blocks as :func:`friedman`).
     Columns: backend, metric, mode_a, mode_b, n, median_a, median_b, median_diff (median of a − b),
     statistic, pvalue, p_holm, significant, rank_biserial, better (the mode favoured by the metric's
-    direction when significant, else ""), note.
+    direction when significant, else ""), note, n_patients, caution (non-empty under
+    :data:`MIN_PATIENTS` patients).
     """
     wide = paired_table(df, metric, backend, modes, per_patient)
     rows = []
@@ -280,6 +331,9 @@ def pairwise_wilcoxon(df: pd.DataFrame, metric: str, backend: str, modes: Sequen
     better = np.where(out["rank_biserial"] > 0, out["mode_a"], out["mode_b"]) if hib else \
         np.where(out["rank_biserial"] < 0, out["mode_a"], out["mode_b"])
     out.insert(13, "better", np.where(rej, better, ""))
+    n_pat = _n_patients(df, wide.index, per_patient)
+    out["n_patients"] = n_pat
+    out["caution"] = few_patients_caution(n_pat, "This Wilcoxon test")
     return out
 
 
@@ -288,14 +342,28 @@ def _fmt(v: float, digits: int) -> str:
     return "--" if not np.isfinite(v) else f"{v:.{digits}f}"
 
 
-def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str = "median_iqr", digits: int = 3,
-             caption: str | None = None, label: str | None = None, bold_best: bool = True) -> str:
-    """The :func:`describe` table as LaTeX: one row per backend × mode, one column per metric.
+#: display names of backends in tables and figures (unknown ones are shown as they are)
+BACKEND_LABELS = {"unet": "U-Net", "litemedsam": "LiteMedSAM", "medsam": "MedSAM", "universeg": "UniverSeg"}
 
-    ``stat``: ``median_iqr`` (median [Q1, Q3]) or ``mean_ci`` (mean [CI low, CI high]). With
+
+def backend_label(backend: str) -> str:
+    return BACKEND_LABELS.get(backend, backend)
+
+
+def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str = "median_iqr", digits: int = 3,
+             caption: str | None = None, label: str | None = None, bold_best: bool = True,
+             width: str = r"\linewidth") -> str:
+    r"""The :func:`describe` table as a LaTeX ``table`` (booktabs rules): one row per backend × mode, one
+    column per metric, display names (``MC dropout``, ``U-Net``), not identifiers.
+
+    ``stat``: ``median_iqr`` (median [Q1, Q3]) or ``mean_ci`` (mean [CI low, CI high]); the interval is set
+    small under the value so a column stays narrow. Up to four metrics the table is a ``tabular*`` spread to
+    ``width``; with more it is a ``tabular`` scaled to ``width`` (``\resizebox``), so it always fits. With
     ``bold_best`` the best central value of each metric within each backend is bold (direction from
-    :data:`segunc.metrics.HIGHER_IS_BETTER`). Needs jinja2 (pandas' Styler).
+    :data:`segunc.metrics.HIGHER_IS_BETTER`). Needs ``\usepackage{booktabs,graphicx,makecell}``.
     """
+    from .viz import mode_label
+
     if stat not in ("median_iqr", "mean_ci"):
         raise ValueError(f"stat must be 'median_iqr' or 'mean_ci', got {stat!r}")
     if desc.empty:
@@ -308,31 +376,41 @@ def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str
             vals = g[centre].round(digits)
             best[(backend, metric)] = vals.max() if HIGHER_IS_BETTER.get(metric, True) else vals.min()
     backends = order_backends(desc["backend"])
-    rows = []
-    for backend in backends:
+    body: list[str] = []
+    for bi, backend in enumerate(backends):
         d = desc[desc["backend"] == backend]
+        if bi:
+            body.append(r"\midrule")
         for i, mode in enumerate(order_modes(d["mode"])):
-            cells = {"Backend": _tex(backend) if i == 0 else "", "Mode": _tex(mode)}
+            cells = [_tex(backend_label(backend)) if i == 0 else "", _tex(mode_label(mode))]
             for metric in metrics:
                 r = d[(d["mode"] == mode) & (d["metric"] == metric)]
-                name = METRIC_LABELS.get(metric, metric)
                 if r.empty:
-                    cells[name] = "--"
+                    cells.append("--")
                     continue
                 r = r.iloc[0]
                 c = _fmt(r[centre], digits)
                 if bold_best and np.isfinite(r[centre]) and round(r[centre], digits) == best.get((backend, metric)):
                     c = rf"\textbf{{{c}}}"
-                cells[name] = rf"{c} [{_fmt(r[lo], digits)}, {_fmt(r[hi], digits)}]"
-            rows.append(cells)
-    out = pd.DataFrame(rows)
+                cells.append(rf"\makecell{{{c}\\ \scriptsize[{_fmt(r[lo], digits)}, {_fmt(r[hi], digits)}]}}")
+            body.append(" & ".join(cells) + r" \\")
+    head = " & ".join(["Backend", "Mode", *[_tex(METRIC_LABELS.get(m, m)) for m in metrics]]) + r" \\"
     what = "median [Q1, Q3]" if stat == "median_iqr" else "mean [bootstrap CI of the mean]"
     caption = caption or f"Per-slice metrics, {what}. Bold: best per backend."
-    tex = out.to_latex(index=False, escape=False, caption=caption, label=label,
-                       column_format="ll" + "c" * (len(out.columns) - 2), position="htbp")
-    for backend in backends[1:]:  # a rule between backends
-        tex = tex.replace(f"\n{_tex(backend)} & ", f"\n\\midrule\n{_tex(backend)} & ", 1)
-    return tex
+    cols = "ll" + "c" * len(metrics)
+    rules = [r"\toprule", head, r"\midrule", *body, r"\bottomrule"]
+    if len(metrics) > 4:  # natural width, scaled down to the page (a tabular* cannot shrink below its content)
+        tabular = "\n".join([rf"\resizebox{{{width}}}{{!}}{{%", rf"\begin{{tabular}}{{@{{}}{cols}@{{}}}}", *rules,
+                             r"\end{tabular}}"])
+    else:  # spread to the page width
+        tabular = "\n".join([rf"\begin{{tabular*}}{{{width}}}{{@{{\extracolsep{{\fill}}}}{cols}@{{}}}}", *rules,
+                             r"\end{tabular*}"])
+    lines = ["% needs \\usepackage{booktabs,graphicx,makecell}", r"\begin{table}[htbp]", r"\centering", r"\small",
+             tabular, rf"\caption{{{caption}}}"]
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",

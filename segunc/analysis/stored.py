@@ -145,11 +145,28 @@ def _rows(store, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _mask(store, data_root, image: str, load_mask) -> np.ndarray:
+    """The ground truth from the data folder, else from the store's slice pack (a snapshot without data)."""
+    from ..data import SliceError
+    from ..data.slice_pack import load_stored_slice
+
+    if data_root is not None:
+        try:
+            return load_mask(mask_path_of(data_root, image))
+        except SliceError:
+            pass
+    got = load_stored_slice(store.root, image)
+    if got is None:
+        raise SliceError(mask_path_of(data_root or ".", image), "mask file is missing (and not in the store's slice pack)")
+    return got[1]
+
+
 def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cache: bool = True,
                        progress: bool | Callable[[int, int], None] = False) -> StoredErrors:
     """:func:`slice_error_stats` of each stored result in ``keys`` against its mask in ``data_root``.
 
-    ``progress``: True for a tqdm bar on stderr, or ``callable(done, total)``. A result whose mask
+    ``data_root`` may be None or lack a slice: its mask then comes from the store's slice pack
+    (:mod:`segunc.data.slice_pack`). ``progress``: True for a tqdm bar on stderr, or ``callable(done, total)``. A result whose mask
     or map cannot be read is listed in ``missing`` (with the reason) instead of failing the lot.
     ``cache``: read and write the per-result cache files; a store opened read-only (``store.read_only``,
     the app's demo mode) only reads them.
@@ -187,7 +204,7 @@ def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cac
                 try:
                     if image not in masks:
                         masks.clear()  # keys come slice by slice: hold one mask at a time
-                        masks[image] = load_mask(mask_path_of(data_root, image))
+                        masks[image] = _mask(store, data_root, image, load_mask)
                     maps = store.load_maps(key)
                     st = slice_error_stats(maps, masks[image])
                 except (SliceError, KeyError, ValueError, OSError) as exc:

@@ -11,12 +11,13 @@ from .common import add_store_args
 
 # ---------------------------------------------------------------------------------------- CLI
 def run(args: argparse.Namespace) -> int:
-    from ..store.snapshot import SnapshotError, export_snapshot, import_snapshot
+    from ..analysis.precompute import export_snapshot_with_analyses
+    from ..store.snapshot import SnapshotError, import_snapshot
 
     try:
         if args.snapshot_command == "export":
             out = args.out or Path(time.strftime("segunc-snapshot-%Y%m%d-%H%M%S.tar.gz"))
-            m = export_snapshot(out, args.store)
+            m = export_snapshot_with_analyses(out, args.store, data=args.data)
             print(f"wrote {out}: {m['results']} results, {m['map_files']} map files, {m['runs']} runs "
                   f"(segunc {m['segunc_version']}, pipeline {m['pipeline_version']})")
             if m["dropped_results"]:
@@ -38,6 +39,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     ex = ss.add_parser("export", help="write the store (database + map files + manifest) to one .tar.gz")
     add_store_args(ex)
     ex.add_argument("--out", type=Path, default=None, help="file to write (default: segunc-snapshot-<time>.tar.gz)")
+    ex.add_argument("--data", type=Path, default=None,
+                    help="LGG data folder to pack the slices from (default: the folders the runs used)")
     im = ss.add_parser("import", help="install a snapshot as the store (refuses to overwrite one without --force)")
     im.add_argument("archive", type=Path, help="a .tar.gz written by `snapshot export`")
     add_store_args(im)

@@ -22,7 +22,8 @@ __all__ = ["ReportOptions", "NoResultsError", "build_report", "select_results", 
 
 
 def write_report(doc: Document, out: Path | str, attachments: dict[str, bytes] | None = None) -> tuple[Path, Path]:
-    """Write ``report.html``, ``report.md`` (+ its PNGs) and the attachments into ``out``; returns the two paths."""
+    """Write ``report.html``, ``report.md`` (+ its PNGs, each with an SVG and a PDF beside it) and the
+    attachments into ``out``; returns the two paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "report.html", out / "report.md"

@@ -1,4 +1,5 @@
-"""Static report figures (matplotlib, Agg canvas; no pyplot global state): PNG bytes out.
+"""Static report figures (matplotlib, Agg canvas; no pyplot global state): PNG bytes out, carrying
+the same figure as SVG and PDF (:class:`FigureBytes`).
 
 The figures mirror the app's: the paper's box plots of the nine metrics × modes (figures 2, 4
 and 6), top-label reliability diagrams, risk–coverage curves, aleatoric vs epistemic bars and
@@ -41,10 +42,22 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+class FigureBytes(bytes):
+    """PNG bytes that also carry the same figure as vector graphics: ``.svg`` and ``.pdf`` bytes."""
+
+    svg: bytes = b""
+    pdf: bytes = b""
+
+
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
-    return buf.getvalue()
+    out = FigureBytes(buf.getvalue())
+    for fmt in ("svg", "pdf"):  # vector copies for a thesis (written beside the PNG by the Markdown writer)
+        vec = io.BytesIO()
+        fig.savefig(vec, format=fmt, facecolor="white", metadata={"Date": None} if fmt == "svg" else None)
+        setattr(out, fmt, vec.getvalue())
+    return out
 
 
 def _style(ax) -> None:
@@ -182,6 +195,7 @@ def cost_quality_scatter(cost: pd.DataFrame, metric: str = "dice", title: str | 
 
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))  # no "8 9 1 2 3" minor labels
     ax.margins(x=0.15, y=0.12)
     ax.set_xlabel("median seconds per slice (incl. the modes it builds on)")
     arrow = "↑" if HIGHER_IS_BETTER.get(metric, True) else "↓"

@@ -40,6 +40,9 @@ def render_markdown(doc: Document, out: Path) -> str:
             parts.append(_table(b))
         elif isinstance(b, Image):
             (out / b.name).write_bytes(b.png)
+            for fmt in ("svg", "pdf"):  # vector copies beside the PNG, when the figure has them
+                if getattr(b.png, fmt, b""):
+                    (out / b.name).with_suffix(f".{fmt}").write_bytes(getattr(b.png, fmt))
             parts.append(f"![{b.caption or b.name}]({b.name})" + (f"\n\n*{b.caption}*" if b.caption else ""))
         elif isinstance(b, Code):
             parts.append((f"**{b.caption}**\n\n" if b.caption else "") + f"```json\n{b.text}\n```")

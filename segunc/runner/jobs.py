@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..config import PipelineConfig
@@ -37,7 +38,8 @@ from ..store.keys import sha256_hex
 from ..store.locks import FileLock, holder, is_locked
 
 __all__ = ["JobSpec", "submit_job", "job_status", "list_jobs", "cancel_job", "ensure_worker", "worker_alive", "worker_info",
-           "estimate_cost", "job_lock", "worker_lock", "measured_timing", "record_timing", "DEFAULT_SECONDS"]
+           "estimate_cost", "job_lock", "worker_lock", "measured_timing", "record_timing", "record_mode_timing",
+           "stored_results", "DEFAULT_SECONDS"]
 
 
 # ------------------------------------------------------------------------------- spec
@@ -225,21 +227,55 @@ def cancel_job(store: ResultStore, job_id: str) -> None:
     job_table.request_cancel(store.con, job_id)
 
 
+def _held_per_mode(store: ResultStore, job_id: str, not_yet_processed: bool) -> dict[str, int]:
+    """mode → slices whose result is already linked to this job (from an earlier execution), optionally
+    only among slices the current execution has not reached yet."""
+    q = ("SELECT r.mode, COUNT(DISTINCT r.slice_id) FROM run_results rr JOIN results r ON r.key = rr.key "
+         "WHERE rr.run_id = ?")
+    args: tuple = (job_id,)
+    if not_yet_processed:
+        q += " AND r.slice_id NOT IN (SELECT slice_id FROM job_slices WHERE job_id = ?)"
+        args += (job_id,)
+    return {r[0]: int(r[1]) for r in store.con.execute(q + " GROUP BY r.mode", args)}
+
+
 def _eta(store: ResultStore, row, state: str) -> float | None:
+    """Seconds left: per remaining slice, the (measured) cost of the modes it still lacks; results
+    the job already holds are free. While running, the model is rescaled by this execution's own
+    pace (actual / estimated seconds of the slices computed so far)."""
     if state in ("done", "failed", "cancelled"):
         return 0.0
-    total, done = row["total"] or 0, row["done"] or 0
-    remaining = max(0, total - done)
-    if state == "running":
-        mean, n = job_table.mean_slice_seconds(store.con, row["job_id"])
-        if n:
-            return float(mean) * remaining
+    total = row["total"] or 0
+    running = state == "running"
+    remaining = max(0, total - (row["done"] or 0)) if running else total
+    if remaining == 0:
+        return 0.0
     try:
         spec = JobSpec.from_dict(json.loads(row["spec_json"]))
-        per = estimate_cost(spec, store=store, slices=1)["seconds"]
+        est = estimate_cost(spec, store=store, slices=1)
     except Exception:
         return None
-    return per * remaining
+    from ..pipeline import required_modes
+
+    config = spec.pipeline_config()
+    per_mode, modes = est["per_slice_mode"], spec.mode_list()
+    overhead = est["seconds_per_forward"].get("slice_overhead", 0.0)
+    held = _held_per_mode(store, row["job_id"], not_yet_processed=running)
+    # slices that lack mode m pay for it (its dependencies counted once, with the mode that needs them most)
+    lacking = {m: max(0, remaining - held.get(m, 0)) for m in modes}
+    cost: dict[str, float] = {}
+    for m in modes:
+        for d in required_modes([m], config):
+            cost[d] = max(cost.get(d, 0.0), lacking[m] * per_mode.get(d, 0.0))
+    eta = sum(cost.values()) + overhead * max(lacking.values(), default=0)
+    if running:
+        r = store.con.execute("SELECT SUM(seconds), COUNT(*) FROM job_slices WHERE job_id = ? AND computed > 0 "
+                              "AND state = 'done'", (row["job_id"],)).fetchone()
+        if r[1]:
+            model = est["seconds"]  # one slice, all modes: what those slices were expected to cost
+            if model > 0:
+                eta *= min(4.0, max(0.25, float(r[0]) / r[1] / model))
+    return eta
 
 
 def job_status(store: ResultStore, job_id: str) -> dict[str, Any]:
@@ -426,16 +462,99 @@ def mode_passes(mode: str, config: PipelineConfig, two_stage: bool, fixed_input:
     return 0, 0.0, 0, 0
 
 
+def _material_rest(config: PipelineConfig, mode: str, weights_sha256: str) -> str:
+    """:func:`segunc.pipeline.result_key_material` without the backend part, as canonical JSON."""
+    from .. import PIPELINE_VERSION
+    from ..pipeline import MODES, make_mode, required_modes
+
+    deps = required_modes([mode], config)
+    return canonical_json({"pipeline_version": PIPELINE_VERSION, "weights_sha256": weights_sha256, "mode": mode,
+                           "modes": {d: (make_mode(d, config).params() if d in MODES else config.post_params(d))
+                                     for d in deps},
+                           "temperature": config.temperature})
+
+
+#: backend settings derived at run time (not given by the user), ignored when matching stored results
+_DERIVED_OPTIONS = ("support_ids",)
+
+
+def _expected_backend_settings(spec: JobSpec) -> dict:
+    """The backend's :meth:`~segunc.backends.base.Backend.settings` the spec will produce, without
+    building the model: constructor defaults overridden by ``backend_options``."""
+    import inspect
+
+    from ..backends import BACKENDS
+
+    cls = BACKENDS.get(spec.backend)
+    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                if k not in ("self", "weights", "device") and p.default is not inspect.Parameter.empty}
+    opts = {**defaults, **{k: v for k, v in spec.backend_options.items() if k != "weights_dir"}}
+    return json.loads(canonical_json({"backend": spec.backend, **dict(sorted(opts.items()))}))
+
+
+def stored_results(store: ResultStore, spec: JobSpec, slice_ids: Sequence[str]) -> dict[str, set[str]]:
+    """mode → slice ids of ``slice_ids`` whose result for this spec the store already holds (so a
+    sweep would skip them). Matched on the result-key material (backend settings, weights sha256,
+    mode parameters, temperature, pipeline version) without loading the model."""
+    config = spec.pipeline_config()
+    modes = spec.mode_list()
+    wanted = set(slice_ids)
+    if not wanted or not modes:
+        return {m: set() for m in modes}
+    sha = spec.weights_sha256()
+    rest = {m: _material_rest(config, m, sha) for m in modes}
+    backend_settings = _expected_backend_settings(spec)
+    ok: dict[str, bool] = {}
+    out: dict[str, set[str]] = {m: set() for m in modes}
+    q = (f"SELECT r.slice_id, r.mode, r.settings_id, r.has_samples, s.material FROM results r JOIN settings s "
+         f"ON s.settings_id = r.settings_id WHERE r.backend = ? AND r.mode IN ({', '.join('?' * len(modes))})")
+    for row in store.con.execute(q, (spec.backend, *modes)):
+        if row["slice_id"] not in wanted or (config.keep_samples and not row["has_samples"]):
+            continue
+        sid = row["settings_id"]
+        if sid not in ok:
+            material = json.loads(row["material"])
+            b = {k: v for k, v in (material.pop("backend", {}) or {}).items() if k not in _DERIVED_OPTIONS}
+            ok[sid] = b == backend_settings and canonical_json(material) == rest[row["mode"]]
+        if ok[sid]:
+            out[row["mode"]].add(row["slice_id"])
+    return out
+
+
+def _per_mode_seconds(spec: JobSpec, t: dict[str, float], config: PipelineConfig, modes: Sequence[str]) -> dict[str, float]:
+    """Seconds per slice of each mode in ``modes`` (dependencies not included): the pass model,
+    times the measured ratio actual/model of backend × mode × device where one is stored (else the
+    median ratio of the backend's measured modes)."""
+    from ..backends import BACKENDS
+
+    cls = BACKENDS.get(spec.backend)
+    two_stage, fixed = bool(cls.two_stage), getattr(cls, "input_size", None) is not None
+    ratios = [v for k, v in t.items() if k.startswith("ratio:")]
+    default = float(np.median(ratios)) if ratios else 1.0  # a mode not measured yet: the backend's typical ratio
+    out = {}
+    for m in modes:
+        full, cost, enc, dec = mode_passes(m, config, two_stage, fixed)
+        model = cost * t["forward"] + enc * t["encoder"] + dec * t["decoder"] + POST_SECONDS.get(m, 0.0)
+        out[m] = model * t.get(f"ratio:{m}", default)
+    return out
+
+
 def estimate_cost(spec: JobSpec, seconds_per_forward: dict | None = None, store: ResultStore | None = None,
-                  slices: int | None = None) -> dict[str, Any]:
-    """Expected cost of a sweep: ``{slices, forwards, seconds, human, seconds_per_forward, source}``.
+                  slices: int | None = None, refs: list | None = None) -> dict[str, Any]:
+    """Expected cost of a sweep: ``{slices, forwards, seconds, human, seconds_per_forward, source,
+    held, todo, per_slice_mode, calibrated}``.
 
     Per slice, the modes and the modes they depend on (each once) cost: normal 1 pass,
     mc_dropout / noisy T, tta 30 (U-Net: weighted by scale², the 2x views cost 4), box_jitter
     1 encoder + T decoder passes (MedSAM family; also mc_dropout with placement 'decoder'),
     fusion / crf no model pass. Seconds per pass: ``seconds_per_forward`` (``{"forward": s,
     "encoder": s, "decoder": s}`` or ``{backend: s}``), else the ``calibration_timing`` of the store
-    (``store`` or the default cache), else :data:`DEFAULT_SECONDS`."""
+    (``store`` or the default cache), else :data:`DEFAULT_SECONDS`. Once sweeps have run, each
+    mode's model cost is scaled by its measured ratio actual/model for backend × mode × device
+    (``calibrated``) and the measured per-slice overhead (load, metrics, store) is added.
+
+    Results the store already holds are not counted (``held`` slice × mode results; a finished
+    sweep queued again costs ~0), unless only a slice count ``slices`` is given."""
     from ..backends import BACKENDS
     from ..pipeline import required_modes
 
@@ -443,15 +562,68 @@ def estimate_cost(spec: JobSpec, seconds_per_forward: dict | None = None, store:
     if store is None and (settings.store_dir() / "store.sqlite").exists():
         store = ResultStore()
     if slices is None:
-        slices = len(_select(spec))
-    cls = BACKENDS.get(spec.backend)
-    two_stage, fixed = bool(cls.two_stage), getattr(cls, "input_size", None) is not None
+        if refs is None:
+            refs = _select(spec)
+        slices = len(refs)
     t, source = _timing(spec, seconds_per_forward, store)
+    modes = spec.mode_list()
+    needed = required_modes(modes, config)
+    per_mode = _per_mode_seconds(spec, t, config, needed)
+    cls = BACKENDS.get(spec.backend)
+    two, fixed = bool(cls.two_stage), getattr(cls, "input_size", None) is not None
+    held: dict[str, set[str]] = {m: set() for m in modes}
+    if refs is not None and store is not None:
+        try:
+            held = stored_results(store, spec, [r.slice_id for r in refs])
+        except Exception:  # noqa: BLE001 - an estimate must never fail on a store it cannot match
+            held = {m: set() for m in modes}
+    groups: dict[tuple[str, ...], int] = {}  # the modes still to compute → how many slices need exactly those
+    if refs is not None:
+        for r in refs:
+            todo = tuple(m for m in modes if r.slice_id not in held.get(m, ()))
+            groups[todo] = groups.get(todo, 0) + 1
+    else:
+        groups[tuple(modes)] = slices
+    overhead = t.get("slice_overhead", 0.0)
     forwards, seconds = 0, 0.0
-    for m in required_modes(spec.mode_list(), config):
-        full, cost, enc, dec = mode_passes(m, config, two_stage, fixed)
-        forwards += full + enc + dec
-        seconds += cost * t["forward"] + enc * t["encoder"] + dec * t["decoder"] + POST_SECONDS.get(m, 0.0)
-    total = seconds * slices
-    return {"slices": slices, "forwards": forwards * slices, "seconds": total, "human": _human(total, spec.device),
-            "seconds_per_forward": t, "source": source}
+    for todo, n in groups.items():
+        if not todo:
+            continue
+        for m in required_modes(todo, config):
+            full, _, enc, dec = mode_passes(m, config, two, fixed)
+            forwards += (full + enc + dec) * n
+            seconds += per_mode[m] * n
+        seconds += overhead * n
+    n_held = sum(len(v) for v in held.values())
+    return {"slices": slices, "forwards": forwards, "seconds": seconds, "human": _human(seconds, spec.device),
+            "seconds_per_forward": t, "source": source, "held": n_held, "todo": slices * len(modes) - n_held,
+            "per_slice_mode": per_mode, "calibrated": any(k.startswith("ratio:") for k in t)}
+
+
+def record_mode_timing(store: ResultStore, spec_or_backend, device: str, config: PipelineConfig,
+                       actual: dict[str, float], overhead: float | None = None, cap: int = 50) -> None:
+    """Fold one slice's measured seconds per mode (own time, dependencies excluded) into the running
+    ratio actual/model of backend × mode × device (stage ``ratio:<mode>``), and the per-slice
+    overhead outside the modes (stage ``slice_overhead``), in ``calibration_timing``. Needs measured
+    stage timings (:func:`measure_timing`); a running mean over at most ``cap`` slices."""
+    backend = getattr(spec_or_backend, "name", spec_or_backend)
+    t = measured_timing(store, backend, device)
+    if not t or "forward" not in t:
+        return
+    spec = JobSpec(backend=backend, device=device, config=config)
+    tt, _ = _timing(spec, None, store)
+    model = _per_mode_seconds(spec, {k: v for k, v in tt.items() if not k.startswith("ratio:")}, config, list(actual))
+    obs = {f"ratio:{m}": sec / model[m] for m, sec in actual.items() if model.get(m, 0) > 0 and sec >= 0}
+    if overhead is not None and overhead >= 0:
+        obs["slice_overhead"] = overhead
+    if not obs:
+        return
+    host = socket.gethostname()
+    with transaction(store.con) as con:
+        for stage, x in obs.items():
+            row = con.execute("SELECT seconds, n FROM calibration_timing WHERE backend = ? AND device = ? AND host = ? "
+                              "AND stage = ?", (backend, device, host, stage)).fetchone()
+            n = 0 if row is None else min(int(row["n"]), cap - 1)
+            value = float(x) if row is None else (row["seconds"] * n + float(x)) / (n + 1)
+            con.execute("INSERT OR REPLACE INTO calibration_timing (backend, device, host, stage, seconds, n, measured_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (backend, device, host, stage, value, n + 1, time.time()))

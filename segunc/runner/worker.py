@@ -19,7 +19,7 @@ from pathlib import Path
 from ..fsutil import StoreFullError
 from ..store import ResultStore, image_relpath, result_key
 from ..store import jobs as job_table
-from .jobs import JobSpec, forget_empty_job, job_lock, measured_timing, measure_timing, submit, worker_lock
+from .jobs import JobSpec, forget_empty_job, job_lock, measured_timing, measure_timing, record_mode_timing, submit, worker_lock
 
 __all__ = ["Counts", "execute_job", "run_sweep", "worker_loop"]
 
@@ -51,10 +51,11 @@ def _set(store: ResultStore, job_id: str, **cols) -> None:
 
 
 def _record_slice(store: ResultStore, job_id: str, slice_id: str, state: str, c: Counts, computed: int, skipped: int,
-                  seconds: float, error: str | None = None, file: str | None = None) -> bool:
-    """Progress of one slice; returns whether a cancel was requested."""
+                  seconds: float, error: str | None = None, file: str | None = None, current: str | None = None) -> bool:
+    """Progress of one slice (and, in the same transaction, ``current``: the slice computed next, None
+    after the last); returns whether a cancel was requested."""
     return job_table.record_job_slice(store.con, job_id, slice_id, state, computed, skipped, seconds,
-                                      (c.computed, c.skipped, c.failed), error=error, file=file)
+                                      (c.computed, c.skipped, c.failed), error=error, file=file, current=current)
 
 
 def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, progress: bool = False,
@@ -102,15 +103,24 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     store.add_run(job_id, backend.name, modes, spec_json, backend.weights_sha256, len(refs))
     _set(store, job_id, total=len(refs))
     need_timing = device == spec.device and measured_timing(store, backend.name, spec.device) is None
-    planned: dict = {}
+    planned: dict = {}  # in sweep order: the slices read but not yet finished
+    last_done = [time.perf_counter()]
 
     def plan(ref):
         image = image_relpath(ref.image_path, root)
         keys = {m: result_key(material[m], ref.slice_id, image) for m in modes}
         valid = store.valid_keys(list(keys.values()), need_samples=config.keep_samples)
+        if not planned:  # the sweep plans a group of slices, then computes them in order: the first is current
+            _set(store, job_id, current=ref.slice_id)
         planned[ref] = (image, keys, time.perf_counter())
-        _set(store, job_id, current=ref.slice_id)
         return [m for m in modes if keys[m] not in valid]
+
+    after = {a.slice_id: b.slice_id for a, b in zip(refs, refs[1:])}
+
+    def finished(ref, t_plan: float) -> tuple[float, str | None]:
+        """This slice's own seconds (not those of the slices of its group before it), and the next slice."""
+        seconds = time.perf_counter() - max(t_plan, last_done[0])
+        return seconds, (next(iter(planned)).slice_id if planned else after.get(ref.slice_id))
 
     bar = tqdm(refs if executor is None else None, total=len(refs), desc=f"{backend.name} × {len(modes)} modes",
                unit="slice", file=sys.stderr, disable=not progress, dynamic_ncols=True)
@@ -131,8 +141,9 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
                 c.errors.append((out.ref.slice_id, out.error))
                 store.link(job_id, have)
                 bar.write(f"FAILED {out.ref.slice_id}: {out.error}")
+                seconds, nxt = finished(out.ref, t0)
                 cancel = _record_slice(store, job_id, out.ref.slice_id, "failed", c, 0, len(have),
-                                       time.perf_counter() - t0, out.error, out.error_file)
+                                       seconds, out.error, out.error_file, current=nxt)
             else:
                 if todo:
                     items = [(keys[m], sids[m], out.results[m]) for m in todo]
@@ -142,14 +153,18 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
                     store.link(job_id, have)
                 c.computed += len(todo)
                 c.skipped += len(have)
-                cancel = _record_slice(store, job_id, out.ref.slice_id, "done", c, len(todo), len(have),
-                                       time.perf_counter() - t0)
+                seconds, nxt = finished(out.ref, t0)
+                cancel = _record_slice(store, job_id, out.ref.slice_id, "done", c, len(todo), len(have), seconds,
+                                       current=nxt)
                 if todo and need_timing:
                     measure_timing(store, backend, out.slice_)
                     need_timing = False
+                elif todo:
+                    _record_costs(store, backend.name, spec.device, config, out.results, seconds)
             if executor is not None:
                 bar.update(1)
             bar.set_postfix(computed=c.computed, skipped=c.skipped, failed=c.failed, refresh=False)
+            last_done[0] = time.perf_counter()  # the next slice's time starts now (bookkeeping excluded)
             if cancel:
                 state = "cancelled"
                 break
@@ -164,6 +179,28 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
         bar.close()
     _set(store, job_id, state=state, current=None, finished_at=time.time())
     return c
+
+
+def _own_seconds(results: dict, config) -> dict[str, float]:
+    """Each computed mode's own seconds: ``ModeResult.seconds`` minus the modes it depends on."""
+    from ..postprocess import POST_STEPS, get_step
+
+    out = {}
+    for m, r in results.items():
+        deps = get_step(m).requires(config) if m in POST_STEPS else []
+        if any(d not in results for d in deps):
+            continue
+        out[m] = max(0.0, r.seconds - sum(results[d].seconds for d in deps))
+    return out
+
+
+def _record_costs(store: ResultStore, backend: str, device: str, config, results: dict, slice_seconds: float) -> None:
+    """Measured cost per backend × mode × device, for honest estimates (never fails the sweep)."""
+    try:
+        own = _own_seconds(results, config)
+        record_mode_timing(store, backend, device, config, own, overhead=max(0.0, slice_seconds - sum(own.values())))
+    except Exception:  # noqa: BLE001 - timing bookkeeping must not stop a sweep
+        pass
 
 
 def _attach(store: ResultStore, job_id: str, lock, progress: bool) -> None:

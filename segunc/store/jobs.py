@@ -84,16 +84,17 @@ def clear_job_slices(con: sqlite3.Connection, job_id: str) -> None:
 
 def record_job_slice(con: sqlite3.Connection, job_id: str, slice_id: str, state: str, computed: int, skipped: int,
                      seconds: float, totals: tuple[int, int, int], error: str | None = None,
-                     file: str | None = None) -> bool:
-    """Progress of one slice and the job's running totals ``(computed, skipped, failed results)``, in one
-    transaction; returns whether a cancel was requested."""
+                     file: str | None = None, current: str | None = None) -> bool:
+    """Progress of one slice and the job's running totals ``(computed, skipped, failed results)``, and
+    ``current`` (the slice computed next, None after the last), in one transaction; returns whether a
+    cancel was requested."""
     now = time.time()
     with transaction(con) as c:
         c.execute("INSERT OR REPLACE INTO job_slices (job_id, slice_id, state, error, file, computed, skipped, seconds, "
                   "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                   (job_id, slice_id, state, error, file, computed, skipped, seconds, now))
         c.execute("UPDATE jobs SET done = done + 1, failed = failed + ?, computed = ?, skipped = ?, failed_results = ?, "
-                  "updated_at = ? WHERE job_id = ?", (int(state == "failed"), *totals, now, job_id))
+                  "updated_at = ?, current = ? WHERE job_id = ?", (int(state == "failed"), *totals, now, current, job_id))
         return bool(c.execute("SELECT cancel FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0])
 
 

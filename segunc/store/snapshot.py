@@ -51,6 +51,9 @@ FORMAT_VERSION = 1
 DB_NAME = "store.sqlite"
 MANIFEST = "manifest.json"
 from .keys import MAP_FILE_RE as _MAP_RE  # noqa: E402 - maps/<xx>/<64 hex>.<8 hex>.npz
+#: the slices behind the results, and cached analyses (segunc.data.slice_pack, segunc.analysis.precompute);
+#: each is listed in the manifest (``extras``: name → sha256, bytes) and checked against it at import
+_EXTRA_RE = re.compile(r"^(slices\.npz|analysis(/[0-9A-Za-z][0-9A-Za-z._-]*){2,3})$")
 
 
 class SnapshotError(RuntimeError):
@@ -74,9 +77,14 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> No
 
 
 # ---------------------------------------------------------------------------------------- export
-def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
+def export_snapshot(out: Path | str, store: Path | str | None = None, data: Path | str | None = None,
+                    precomputed: dict | None = None) -> dict:
     """Write the store in ``store`` (default ``$SEGUNC_CACHE`` / ``data/cache``) to ``out``
-    (a ``.tar.gz``), atomically; returns the manifest."""
+    (a ``.tar.gz``), atomically; returns the manifest. It also holds the slices behind the results
+    (image channels + mask, from ``data`` or the runs' data folders) and the
+    analysis caches the store holds (filled beforehand by
+    :func:`segunc.analysis.precompute.export_snapshot_with_analyses`, whose counts ``precomputed``
+    records), so the pages work from the snapshot alone."""
     from .. import PIPELINE_VERSION, __version__
     from .db import connect
 
@@ -87,6 +95,7 @@ def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
+    data_dir = data  # (``data`` is reused below for map file bytes)
     with tempfile.TemporaryDirectory(prefix=".snapshot-", dir=out.parent) as tmp:
         copy = Path(tmp) / DB_NAME
         src = connect(db)
@@ -121,6 +130,7 @@ def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
             dst.executemany("DELETE FROM job_slices WHERE job_id = ?", [(j,) for j in jobs])
             dst.executemany("DELETE FROM jobs WHERE job_id = ?", [(j,) for j in jobs])
             dst.execute("COMMIT")
+            extras, extras_info = _extras(dst, root, data_dir)  # slice pack + analysis caches of the kept results
             dst.execute("VACUUM")
             schema = dst.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
             n_results = dst.execute("SELECT COUNT(*) FROM results").fetchone()[0]
@@ -137,16 +147,36 @@ def export_snapshot(out: Path | str, store: Path | str | None = None) -> dict:
             "results": n_results, "runs": n_runs, "map_files": len(files),
             "map_bytes": sum(len(d) for _, d in files),
             "db_sha256": _sha256(db_bytes), "db_bytes": len(db_bytes),
-            "dropped_results": dropped, "dropped_jobs": jobs,
+            "dropped_results": dropped, "dropped_jobs": jobs, **extras_info, "precomputed": precomputed or {},
+            "extras": {rel: {"sha256": _sha256(blob), "bytes": len(blob)} for rel, blob in extras},
         }
         part = Path(tmp) / "snapshot.tar.gz"
         with tarfile.open(part, "w:gz", compresslevel=6) as tar:
             _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode(), now)
             _add_bytes(tar, DB_NAME, db_bytes, now)
-            for rel, data in files:
-                _add_bytes(tar, rel, data, now)
+            for rel, blob in [*files, *extras]:
+                _add_bytes(tar, rel, blob, now)
         os.replace(part, out)
     return manifest
+
+
+def _extras(con: sqlite3.Connection, root: Path, data: Path | str | None) -> tuple[list[tuple[str, bytes]], dict]:
+    """(member name, bytes) of the slice pack and of the analysis cache files of the results in ``con``."""
+    from ..data.slice_pack import PACK_NAME, data_roots, pack_slices
+
+    pack, info = pack_slices(con, data_roots(con, [data]))
+    out = [(PACK_NAME, pack)]
+    keys = {r[0] for r in con.execute("SELECT key FROM results")}
+    analysis = root / "analysis"
+    if analysis.is_dir():
+        for p in sorted(analysis.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if not p.is_file() or p.name.startswith(".") or not _EXTRA_RE.match(rel):
+                continue
+            if rel.endswith(".npz") and p.name.split(".")[0] not in keys:
+                continue  # error stats of a result not in the snapshot
+            out.append((rel, p.read_bytes()))
+    return out, {"slices": info["slices"], "slices_missing": len(info["missing"]), "analysis_files": len(out) - 1}
 
 
 # ---------------------------------------------------------------------------------------- import
@@ -163,7 +193,7 @@ def _check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
         name = m.name
         if not m.isfile():
             raise SnapshotError(f"unexpected member {name!r} (not a regular file): not a segunc snapshot")
-        if name not in (MANIFEST, DB_NAME) and not _MAP_RE.match(name):
+        if name not in (MANIFEST, DB_NAME) and not _MAP_RE.match(name) and not _EXTRA_RE.match(name):
             raise SnapshotError(f"unexpected member {name!r}: not a segunc snapshot")
         if name in names:
             raise SnapshotError(f"member {name!r} appears twice")
@@ -298,6 +328,27 @@ def _staged_rows(db: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
+def _declared_extras(manifest: dict) -> dict[str, tuple[str, int]]:
+    """``name → (sha256, bytes)`` of the manifest's ``extras`` (slice pack, analysis caches), each checked."""
+    from .keys import UnsafeNameError, check_sha256
+
+    extras = manifest.get("extras") or {}
+    if not isinstance(extras, dict):
+        raise SnapshotError("the manifest's extras is not a mapping: not a segunc snapshot")
+    out = {}
+    for name, d in extras.items():
+        if not isinstance(name, str) or not _EXTRA_RE.match(name) or not isinstance(d, dict):
+            raise SnapshotError(f"the manifest lists an unexpected extra member {name!r}: not a segunc snapshot")
+        size = d.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise SnapshotError(f"the manifest's size of {name} ({size!r}) is not a size")
+        try:
+            out[name] = (check_sha256(d.get("sha256"), f"the manifest's sha256 of {name}"), size)
+        except UnsafeNameError as exc:
+            raise SnapshotError(f"{exc}: not a segunc snapshot") from None
+    return out
+
+
 def _unpack(tar: tarfile.TarFile, stage: Path, manifest: dict, free_dir: Path) -> int:
     """Check every member against the manifest / the rows before writing it, then stream it with its
     declared size as the cap. Returns the number of result rows."""
@@ -316,18 +367,24 @@ def _unpack(tar: tarfile.TarFile, stage: Path, manifest: dict, free_dir: Path) -
     if _extract(tar, members[DB_NAME], stage / DB_NAME) != db_sha:
         raise SnapshotError("the database in the archive does not match its manifest (sha256); the file is damaged")
     rows = _staged_rows(stage / DB_NAME)
+    extras = _declared_extras(manifest)
+    expected = {**rows, **extras}  # name → (sha256, bytes): every member but the manifest and the database
     maps = {n: m for n, m in members.items() if n not in (MANIFEST, DB_NAME)}
     for name, m in maps.items():
-        if name not in rows:
-            raise SnapshotError(f"member {name!r} is not referenced by any result row: not a segunc snapshot")
-        if m.size != rows[name][1]:
-            raise SnapshotError(f"map file {name} declares {m.size} bytes, its row {rows[name][1]}; the file is damaged")
+        if name not in expected:
+            raise SnapshotError(f"member {name!r} is not referenced by any result row or by the manifest: "
+                                "not a segunc snapshot")
+        if m.size != expected[name][1]:
+            what = "its row" if name in rows else "its manifest"
+            raise SnapshotError(f"map file {name} declares {m.size} bytes, {what} {expected[name][1]}; the file is damaged"
+                                if name in rows else f"member {name} declares {m.size} bytes, {what} {expected[name][1]}; "
+                                "the file is damaged")
     for name in rows:
         if name not in maps:
             raise SnapshotError(f"map file {name} is missing or damaged in the archive")
     for name, m in maps.items():
-        if _extract(tar, m, stage / name) != rows[name][0]:
-            raise SnapshotError(f"map file {name} is missing or damaged in the archive")
+        if _extract(tar, m, stage / name) != expected[name][0]:
+            raise SnapshotError(f"{'map file' if name in rows else 'member'} {name} is missing or damaged in the archive")
     con = sqlite3.connect(f"file:{stage / DB_NAME}?mode=ro", uri=True)
     try:
         return int(con.execute("SELECT COUNT(*) FROM results").fetchone()[0])

@@ -1,0 +1,167 @@
+"""Page-readiness benchmark (a measurement, not a test): start the app on a given store in a real
+headless Chromium and record, per page, the seconds until it is ready (script run over, images
+decoded, plotly charts drawn, no skeleton), on the first visit (cold) and on a second visit (warm).
+
+    python benchmarks/pages.py --cache STORE [--data DIR] [--weights DIR] [--mode demo] [--snapshot FILE]
+                               [--repeat 1] [--out table.csv]
+
+``--snapshot`` imports a snapshot into a fresh temporary store first (the defence demo: add
+``--mode demo`` and no ``--data`` to measure a machine without the data folder). Prints a Markdown
+table (page, cold s, warm s, problems) and optionally writes it as CSV. Needs playwright and a
+Chromium (``$SEGUNC_CHROMIUM``, else ``chromium`` on PATH).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
+         "calibration": "calibration", "review": "review", "upload": "upload"}
+VIEWPORT = {"width": 1600, "height": 1000}
+
+
+def chromium_path() -> str:
+    for cand in (os.environ.get("SEGUNC_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if cand and (shutil.which(cand) or Path(cand).is_file()):
+            return shutil.which(cand) or cand
+    sys.exit("no Chromium found: install it (Debian: apt-get install chromium) or set SEGUNC_CHROMIUM")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(env: dict[str, str], log: Path, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+           "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"streamlit exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    sys.exit(f"streamlit did not start within {timeout:.0f} s")
+
+
+def wait_ready(page, timeout: float = 300.0, settle: int = 4) -> float:
+    """Seconds until the script run is over, images decoded, charts drawn, no skeleton (stable ``settle`` polls)."""
+    t0 = time.perf_counter()
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
+    stable = 0
+    while time.perf_counter() - t0 < timeout:
+        state = page.get_attribute('[data-testid="stApp"]', "data-test-script-state")
+        ready = page.evaluate("""() => [...document.images].every(i => i.complete) &&
+            [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(c => c.querySelector('.main-svg')) &&
+            !document.querySelector('[data-testid="stSkeleton"]')""")
+        stable = stable + 1 if state == "notRunning" and ready else 0
+        if stable >= settle:
+            return time.perf_counter() - t0 - settle * 0.1
+        time.sleep(0.1)
+    return float("nan")
+
+
+def problems(page) -> list[str]:
+    out = [f"exception: {e.inner_text()[:120]}" for e in page.query_selector_all('[data-testid="stException"]')]
+    out += [f"error: {e.inner_text()[:120]}" for e in page.query_selector_all('[data-testid="stAlertContentError"]')]
+    return [" ".join(o.split()) for o in out]  # one line each (Markdown table cells)
+
+
+def measure(url: str, pages: list[str], repeat: int) -> list[dict]:
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"])
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        for name in pages:
+            times = []
+            for _ in range(1 + repeat):  # the first visit is cold, the rest warm
+                page.goto(f"{url}/{PAGES[name]}")
+                times.append(wait_ready(page))
+            warm = [t for t in times[1:]]
+            rows.append({"page": name, "cold_s": round(times[0], 2),
+                         "warm_s": round(min(warm), 2) if warm else float("nan"), "problems": "; ".join(problems(page))})
+            print(f"{name}: cold {times[0]:.2f} s, warm {rows[-1]['warm_s']} s", file=sys.stderr, flush=True)
+        browser.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, help="results store folder (or the target of --snapshot)")
+    ap.add_argument("--snapshot", type=Path, help="import this snapshot into a fresh temporary store first")
+    ap.add_argument("--data", type=Path, help="LGG data folder (omit to measure a machine without one)")
+    ap.add_argument("--weights", type=Path, help="weights folder")
+    ap.add_argument("--mode", choices=("local", "demo", "server"), default=None, help="$SEGUNC_MODE for the app")
+    ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated pages (default: all)")
+    ap.add_argument("--repeat", type=int, default=1, help="warm visits per page after the cold one")
+    ap.add_argument("--out", type=Path, help="also write the table as CSV")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="segunc-bench-pages-"))
+    cache = args.cache
+    if args.snapshot:
+        sys.path.insert(0, str(ROOT))
+        from segunc.snapshot import import_snapshot
+
+        cache = cache or tmp / "store"
+        import_snapshot(args.snapshot, cache, force=True)
+    if cache is None:
+        ap.error("give --cache or --snapshot")
+    env = {"SEGUNC_CACHE": str(cache)}
+    # no data / weights folder given: point at empty ones, so nothing is found by default
+    env["SEGUNC_DATA"] = str(args.data) if args.data else str(tmp / "no-data")
+    env["SEGUNC_WEIGHTS"] = str(args.weights) if args.weights else str(tmp / "no-weights")
+    if args.mode:
+        env["SEGUNC_MODE"] = args.mode
+    pages = [p for p in args.pages.split(",") if p]
+    bad = [p for p in pages if p not in PAGES]
+    if bad:
+        ap.error(f"unknown page(s) {bad}; pages: {', '.join(PAGES)}")
+    t0 = time.perf_counter()
+    proc, url = start_app(env, tmp / "streamlit.log")
+    started = time.perf_counter() - t0
+    try:
+        rows = measure(url, pages, args.repeat)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    print(f"\napp started in {started:.1f} s; store {cache}; data {env['SEGUNC_DATA']}\n")
+    print("| page | cold (s) | warm (s) | problems |\n|---|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['page']} | {r['cold_s']} | {r['warm_s']} | {r['problems'] or '—'} |")
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["page", "cold_s", "warm_s", "problems"])
+            w.writeheader()
+            w.writerows(rows)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

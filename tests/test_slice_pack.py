@@ -1,0 +1,74 @@
+"""A snapshot stands alone: it carries the slices behind its results (image channels + mask) and the
+precomputed analyses; after import on a machine without the data folder the slices load from the
+pack, pixel-identical, and the Review error stats and Metrics tests are read from the cache."""
+from __future__ import annotations
+
+import shutil
+import tarfile
+
+import numpy as np
+
+from segunc.analysis.precompute import cached_tests, export_snapshot_with_analyses
+from segunc.analysis.stored import stored_error_stats
+from segunc.data import load_image, load_mask
+from segunc.data.sample import sample_data_dir
+from segunc.runner.jobs import JobSpec
+from segunc.runner.worker import run_sweep
+from segunc.store.snapshot import import_snapshot
+from segunc.store import ResultStore
+from segunc.data.slice_pack import PACK_NAME, SlicePack, load_stored_slice, write_pack
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_snapshot_carries_slices_and_cached_analyses(unet_weights, tmp_path):
+    data = tmp_path / "lgg" / "kaggle_3m"
+    shutil.copytree(sample_data_dir(), data)
+    store = ResultStore(tmp_path / "cache")
+    spec = JobSpec(data=data, backend="unet", weights=unet_weights, modes=["normal", "mc_dropout"], split="val",
+                   limit=3, samples=2, seed=0)
+    run_sweep(store, spec, progress=False)
+    df = store.metrics_frame()
+    images = sorted(r[0] for r in store.con.execute("SELECT DISTINCT image FROM results"))
+    assert len(df) == 6 and len(images) == 3
+    originals = {im: (load_image(data / im), load_mask((data / im).with_name((data / im).stem + "_mask.tif")))
+                 for im in images}
+
+    m = export_snapshot_with_analyses(tmp_path / "snap.tar.gz", store.root)
+    assert m["slices"] == 3 and m["slices_missing"] == 0 and m["analysis_files"] > 6
+    assert m["precomputed"]["error_stats"] == 6 and m["precomputed"]["tests"] > 0
+    with tarfile.open(tmp_path / "snap.tar.gz") as tar:
+        names = tar.getnames()
+    assert PACK_NAME in names and any(n.startswith("analysis/significance-v1/") for n in names)
+
+    shutil.rmtree(tmp_path / "lgg")  # the demo machine has no data folder
+    res = import_snapshot(tmp_path / "snap.tar.gz", tmp_path / "demo")
+    demo = ResultStore(res["root"])
+    pack = SlicePack(demo.root / PACK_NAME)
+    assert sorted(pack.images) == images
+    for im, (img, mask) in originals.items():
+        got = load_stored_slice(demo.root, im, data_root=tmp_path / "lgg" / "kaggle_3m")  # folder gone: from the pack
+        assert got is not None and np.array_equal(got[0], img) and np.array_equal(got[1], mask)
+    assert load_stored_slice(demo.root, "nope/nope_1.tif") is None
+
+    ddf = demo.metrics_frame()
+    err = stored_error_stats(demo, ddf["key"].tolist(), None)
+    assert not err.missing and err.cached == 6 and err.computed == 0  # read, not recomputed
+    shutil.rmtree(demo.root / "analysis")
+    err2 = stored_error_stats(demo, ddf["key"].tolist(), None)  # recomputed from the packed masks
+    assert not err2.missing and err2.computed == 6
+    assert np.allclose(err2.frame.set_index("key").sort_index().to_numpy(float),
+                       err.frame.set_index("key").sort_index().to_numpy(float), equal_nan=True)
+
+    # significance tests: computed once, then read from the cache (same values → same answer)
+    a = cached_tests(store.root, df, "dice", "unet")
+    b = cached_tests(store.root, df, "dice", "unet")
+    assert a["cached"] and b["cached"] and b["friedman"]["n_blocks"] == 3
+    c = cached_tests(demo.root, ddf, "dice", "unet", alpha=0.01)
+    assert not c["cached"] and cached_tests(demo.root, ddf, "dice", "unet", alpha=0.01)["cached"]
+    assert list(b["pairs"]["mode_a"]) == list(c["pairs"]["mode_a"]) and "caution" in b["pairs"].columns
+
+    # the local store gets a pack too
+    s = write_pack(store.root, [data])
+    assert s["slices"] == 0 and len(s["missing"]) == 3  # data folder gone: listed, not fatal
