@@ -163,3 +163,12 @@ def test_readme_layout_lists_the_layers_in_order():
     assert sorted(set(named)) == top
     layers = [layer_of(n) for n in named]
     assert layers == sorted(layers), list(zip(named, layers))
+
+
+def test_every_imported_segunc_module_exists():
+    """A relative import left behind by a move (``from .viz import`` in a module that moved a level
+    down) would sit in a lower layer by its prefix and pass the order check; it must not exist."""
+    missing = [f"{MODULES[m].relative_to(ROOT)}:{line} imports {target}"
+               for m, imports in GRAPH.items() for target, line, _ in imports
+               if target != "segunc" and target not in MODULES]
+    assert missing == []
