@@ -162,10 +162,9 @@ def read_only() -> bool:
 # --------------------------------------------------------------------------------- store
 @st.cache_resource(show_spinner=False)
 def _store(root: str, read_only: bool = False):
-    from segunc.store import ResultStore
-    from segunc.store.readonly import ReadOnlyStore
+    from segunc.store.readonly import open_for_reading
 
-    return ReadOnlyStore(root) if read_only else ResultStore(root)
+    return open_for_reading(root, read_only)  # a store this user cannot write is read, not refused
 
 
 def store():

@@ -257,9 +257,9 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .store import ResultStore
+    from .store.readonly import open_for_reading
 
-    store = ResultStore(args.cache)
+    store = open_for_reading(args.cache)
     try:
         n = store.export(args.out, args.format, backends=_csv(args.backend), modes=_csv(args.modes),
                          slice_ids=_csv(args.slices), run_ids=_csv(args.run))
@@ -332,6 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (OSError, sqlite3.OperationalError) as exc:  # a full disk at any write: one clear error, exit 3
+        from .store import StoreNotWritableError
+
+        if isinstance(exc, StoreNotWritableError):
+            print(f"error: {exc.strerror}", file=sys.stderr)
+            return 2
         if not is_disk_full(exc):
             raise
         full = exc if isinstance(exc, StoreFullError) else disk_full_error(getattr(exc, "filename", None) or "output", exc)

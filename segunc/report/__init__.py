@@ -52,7 +52,8 @@ def _command(args: argparse.Namespace, root: Path) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..store import ResultStore, default_cache_dir
+    from ..store import default_cache_dir
+    from ..store.readonly import open_for_reading
 
     root = Path(args.cache or default_cache_dir()).expanduser()
     if not (root / "store.sqlite").is_file():
@@ -64,7 +65,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          n_resamples=args.resamples,
                          command=_command(args, root))
     try:
-        doc, attachments, failed = build_report(ResultStore(root), opts, progress=not args.quiet)
+        doc, attachments, failed = build_report(open_for_reading(root), opts, progress=not args.quiet)
     except NoResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
