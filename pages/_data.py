@@ -16,14 +16,13 @@ from pages._settings import read_only
 from segunc import settings
 from segunc.data import SliceError, discover, load_image, load_mask
 from segunc.analysis.stats import sort_by_backend_mode
-from segunc.store import ResultStore
-from segunc.store.readonly import ReadOnlyStore
+from segunc.store.readonly import open_for_reading
 
 
 # --------------------------------------------------------------------------------- store
 @st.cache_resource(show_spinner=False)
 def _store(root: str, read_only: bool = False):
-    return ReadOnlyStore(root) if read_only else ResultStore(root)
+    return open_for_reading(root, read_only)  # a store this user cannot write is read, not refused
 
 
 def store():

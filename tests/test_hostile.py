@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -497,3 +499,74 @@ def test_demo_shows_snapshot_text_as_plain_text_and_makes_no_network_request(hos
     outside = sorted({u for u in requests if not u.startswith((srv.url, "data:", "blob:", "about:"))})
     print(f"{len(requests)} requests, {len(outside)} outside {srv.url}: {outside}")
     assert requests and not outside, outside
+
+
+# -------------------------------------------------------------------------- a store this user cannot write
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _cli_as(prefix: list[str], *args) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([*prefix, sys.executable, "-m", "segunc", *map(str, args)], cwd=root, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def _refused_read_only(r, db: Path):
+    said = r.stdout + r.stderr
+    assert r.returncode == 2 and "Traceback" not in said, said
+    assert f"results store {db}" in r.stderr and "not writable" in r.stderr and "chmod" in r.stderr, said
+
+
+def test_read_only_mount_store_refuses_writes_clearly_and_still_reads(store, tmp_path, lgg_root, unet_weights):
+    """Real: the store's folder bind-mounted read-only (root ignores file modes, not a read-only mount)."""
+    root, db = store.root, store.root / "store.sqlite"
+    store.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.con.close()
+    m = subprocess.run(["mount", "--bind", str(root), str(root)], capture_output=True, text=True)
+    if m.returncode != 0:
+        pytest.fail(f"bind mount refused: {m.stderr}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(root)], check=True)
+        for cmd in (["gc"], ["run", "--data", lgg_root, "--weights", unet_weights, "--limit", "1", "--modes", "normal"]):
+            _refused_read_only(run_cli(*cmd, "--cache", root), db)
+        out = tmp_path / "rows.csv"
+        r = run_cli("export", "--cache", root, "--out", out)
+        assert r.returncode == 0 and len(out.read_text().splitlines()) == 5, r.stdout + r.stderr
+        from segunc.store.readonly import open_for_reading
+
+        ro = open_for_reading(root)
+        assert getattr(ro, "read_only", False) and len(ro.metrics_frame()) == 4
+        ro.con.close()
+    finally:
+        if subprocess.run(["umount", str(root)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def test_store_file_without_write_permission_for_a_normal_user(store, tmp_path):
+    """Real permissions (run as user nobody): a 0444 store.sqlite is refused with the file named; reading
+    it (export) leaves no read-only -shm that keeps failing once the permission is fixed."""
+    import shutil as sh
+
+    home = Path(tempfile.mkdtemp(prefix="segunc-ro-", dir="/tmp"))
+    try:
+        home.chmod(0o755)
+        os.chown(home, 65534, 65534)
+        root = home / "cache"
+        store.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sh.copytree(store.root, root)
+        for p in [root, *root.rglob("*")]:
+            os.chown(p, 65534, 65534)
+        db = root / "store.sqlite"
+        for side in ("-wal", "-shm"):
+            (root / f"store.sqlite{side}").unlink(missing_ok=True)
+        db.chmod(0o444)
+        _refused_read_only(_cli_as(NOBODY, "gc", "--cache", root), db)
+        r = _cli_as(NOBODY, "export", "--cache", root, "--out", home / "rows.csv")
+        assert r.returncode == 0, r.stderr
+        db.chmod(0o644)  # the user fixes the permission: everything works again
+        r = _cli_as(NOBODY, "gc", "--cache", root)
+        assert r.returncode == 0 and "invalid_rows=0" in r.stdout, r.stdout + r.stderr
+        shm = root / "store.sqlite-shm"
+        assert not shm.exists() or shm.stat().st_mode & 0o200
+    finally:
+        sh.rmtree(home, ignore_errors=True)

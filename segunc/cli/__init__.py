@@ -37,6 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (OSError, sqlite3.OperationalError) as exc:  # a full disk at any write: one clear error, exit 3
+        from ..store import StoreNotWritableError
+
+        if isinstance(exc, StoreNotWritableError):
+            print(f"error: {exc.strerror}", file=sys.stderr)
+            return 2
         if not is_disk_full(exc):
             raise
         full = exc if isinstance(exc, StoreFullError) else disk_full_error(getattr(exc, "filename", None) or "output", exc)

@@ -21,9 +21,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..store import ResultStore
+    from ..store.readonly import open_for_reading
 
-    store = ResultStore(args.store)
+    store = open_for_reading(args.store)
     try:
         n = store.export(args.out, args.format, backends=csv_list(args.backend), modes=csv_list(args.modes),
                          slice_ids=csv_list(args.slices), run_ids=csv_list(args.run))

@@ -31,7 +31,7 @@ def _command(args: argparse.Namespace, root: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..report import NoResultsError, ReportOptions, build_report, write_report
-    from ..store import ResultStore
+    from ..store.readonly import open_for_reading
 
     root = store_root(args)
     if not (root / "store.sqlite").is_file():
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                          n_resamples=args.resamples,
                          command=_command(args, root))
     try:
-        doc, attachments, failed = build_report(ResultStore(root), opts, progress=not args.quiet)
+        doc, attachments, failed = build_report(open_for_reading(root), opts, progress=not args.quiet)
     except NoResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

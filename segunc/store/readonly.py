@@ -18,7 +18,7 @@ from .db import ThreadConnections
 from .. import settings
 from .store import ResultStore
 
-__all__ = ["ReadOnlyStore", "ReadOnlyStoreError", "connect_readonly"]
+__all__ = ["ReadOnlyStore", "ReadOnlyStoreError", "connect_readonly", "open_for_reading"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,18 @@ def connect_readonly(path: Path | str, timeout: float = 60.0) -> sqlite3.Connect
         con.execute("PRAGMA query_only = ON")
         return con
     raise sqlite3.OperationalError(f"{path}: cannot open read-only ({last})")
+
+
+def open_for_reading(root: Path | str | None = None, read_only: bool = False) -> ResultStore:
+    """The store in ``root`` opened for writing if this user can, else read-only (a store on a read-only
+    mount or another user's files still serves ``export``, ``report`` and the app)."""
+    from .store import writable_problem
+
+    path = settings.store_dir(root).resolve()
+    if not read_only and (path / "store.sqlite").is_file() and writable_problem(path):
+        log.info("%s: not writable by this user; opened read-only", path)
+        read_only = True
+    return ReadOnlyStore(path) if read_only else ResultStore(path)
 
 
 class ReadOnlyStore(ResultStore):

@@ -12,6 +12,7 @@ differs from the row, or one that does not decode to the row's H x W is *corrupt
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -31,7 +32,32 @@ from .jobs import delete_empty_jobs
 from .keys import NAME_CHARS, NAME_COLUMNS, UnsafeNameError, canonical_json, check_key, check_map_file, check_row_names, sha256_hex, settings_id as _settings_id
 from .maps import MapFileError, decode_maps, encode_maps
 
-__all__ = ["ResultStore", "StoreFullError", "FRAME_COLUMNS"]
+__all__ = ["ResultStore", "StoreFullError", "StoreNotWritableError", "writable_problem",
+           "FRAME_COLUMNS"]
+
+
+class StoreNotWritableError(PermissionError):
+    """The results store exists but this user cannot write it (permissions, a read-only mount)."""
+
+
+def writable_problem(root: Path) -> str | None:
+    """Why this user cannot write the store in ``root`` (None if it can). A ``-shm`` / ``-wal`` left
+    read-only by an earlier read-only open (SQLite gives them the database's mode) is made writable
+    again when the database is, so fixing the database's permission is enough."""
+    db = root / "store.sqlite"
+    if not db.exists():
+        return None if os.access(root, os.W_OK) or not root.exists() else f"its folder {root} is not writable"
+    bad = [p for p in (db, root) if not os.access(p, os.W_OK)]
+    if not bad:
+        for side in (db.with_name(db.name + "-shm"), db.with_name(db.name + "-wal")):
+            if side.exists() and not os.access(side, os.W_OK):
+                try:
+                    side.chmod(db.stat().st_mode & 0o666)
+                except OSError:
+                    bad.append(side)
+    if not bad:
+        return None
+    return " and ".join(f"{p} is not writable" for p in bad)
 
 
 
@@ -64,6 +90,13 @@ class ResultStore:
     def __init__(self, root: Path | str | None = None, bits: int = 8):
         self.root = settings.store_dir(root).resolve()
         self.bits = int(bits)
+        problem = writable_problem(self.root)
+        if problem:
+            db = self.root / "store.sqlite"
+            raise StoreNotWritableError(
+                errno.EACCES, f"results store {db}: {problem} for this user. `run` and `gc` write to it: make it "
+                f"writable (e.g. `chmod u+w {self.root} {db}`, or ask its owner; a read-only mount must be remounted), "
+                "or give --store a store you can write. `export`, `report` and the app still read it as it is.")
         for sub in ("", "maps", "locks", "logs"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "store.sqlite"
