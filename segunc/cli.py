@@ -339,6 +339,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if not is_disk_full(exc):
             raise
-        full = exc if isinstance(exc, StoreFullError) else disk_full_error(getattr(exc, "filename", None) or "output", exc)
+        full = exc if isinstance(exc, StoreFullError) else disk_full_error(getattr(exc, "filename", None) or getattr(args, "out", None) or "output", exc)
         print(f"error: {full.strerror}", file=sys.stderr)
         return 3
