@@ -48,18 +48,24 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crf-iterations", type=int, default=5)
     p.add_argument("--temperature", default="1", help="logit temperature applied to every sample before averaging and "
                    "fusion: a number, or 'fit' (fitted by NLL on up to 64 val tumour slices, single pass; no retraining)")
+    p.add_argument("--preset", default=None, choices=["paper"], help="the authors' settings where segunc's differ "
+                   "(see docs/method.md); explicit flags still win")
+    p.add_argument("--tuned", type=Path, default=None, help="tuned.json from `tune`: its temperature, fusion and CRF "
+                   "settings replace the flags'")
 
 
 def config_from_args(args: argparse.Namespace):
     from .config import FusionConfig, PipelineConfig
     from .refine.crf import CRFParams
 
-    return PipelineConfig(
+    from .runner.tune import profile_config
+
+    return profile_config(args, PipelineConfig(
         samples=args.samples, seed=args.seed, batch_size=args.batch_size, p=args.p, placement=args.placement,
         sigma=args.sigma, jitter_px=args.jitter_px,
         fusion=FusionConfig(source=args.fusion_source, weighting=args.fusion_weighting, threshold=args.fusion_threshold),
         crf=CRFParams(iterations=args.crf_iterations), temperature=_temperature(args),
-    )
+    ))
 
 
 def _temperature(args: argparse.Namespace) -> float:
@@ -98,7 +104,9 @@ def backend_options(args: argparse.Namespace) -> dict:
         opts["channels"] = args.channels
     if args.backend in ("litemedsam", "medsam"):
         opts["box_margin"] = args.box_margin
-    return opts
+    from .runner.tune import profile_options
+
+    return profile_options(args, opts)
 
 
 def _fail(msg: str) -> int:
@@ -118,7 +126,13 @@ def spec_from_args(args: argparse.Namespace):
                    split=args.split, all_slices=args.all_slices, limit=args.limit, spread=bool(getattr(args, 'spread', False)),
                    config=config_from_args(args),
                    backend_options=backend_options(args), device=args.device, support_data=args.support_data,
-                   keep_samples=bool(getattr(args, "keep_samples", False)) or None)
+                   keep_samples=bool(getattr(args, "keep_samples", False)) or None, profile=_profile(args))
+
+
+def _profile(args: argparse.Namespace) -> str | None:
+    from .runner.tune import profile_name
+
+    return profile_name(args)
 
 
 def _sweep(args: argparse.Namespace):
@@ -298,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--grace", type=float, default=3600.0, help="keep unreferenced files younger than this (seconds)")
     gc.add_argument("--verify", action="store_true", help="check every stored map file (checksum, decode)")
     gc.set_defaults(func=cmd_gc)
+    tu = sub.add_parser("tune", help="choose temperature, fusion, threshold and CRF on val (writes tuned.json)")
+    add_selection_args(tu)
+    add_store_args(tu)
+    tu.add_argument("--out", required=True, type=Path, help="tuned.json to write")
+    tu.set_defaults(func=lambda a: __import__("segunc.runner.tune", fromlist=["cmd_tune"]).cmd_tune(a))
     from .fetch import add_fetch_parser; add_fetch_parser(sub)  # noqa: E702  (segunc/fetch.py)
     from .snapshot import add_snapshot_parser; add_snapshot_parser(sub)  # noqa: E702  (segunc/snapshot.py)
     from .access import add_passwd_parser; add_passwd_parser(sub)  # noqa: E702  (segunc/access.py)
@@ -307,4 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .presets import explicit_flags
+
+    args.explicit = explicit_flags(sys.argv[1:] if argv is None else argv)  # --preset skips these
     return args.func(args)

@@ -92,6 +92,7 @@ class JobSpec:
     patients: Sequence[str] | None = None
     keep_samples: bool | None = None
     spread: bool = False
+    profile: str | None = None  # e.g. "tuned on val (tuned.json)", "preset:paper": a label; the config holds the settings
 
     def pipeline_config(self) -> PipelineConfig:
         c = self.config or PipelineConfig()
@@ -135,6 +136,8 @@ class JobSpec:
              "support_data": _abs(self.support_data)}
         if self.spread:  # only when set, so job ids of first-N sweeps stay as they were
             d["spread"] = True
+        if self.profile:  # likewise
+            d["profile"] = self.profile
         return d
 
     @classmethod
