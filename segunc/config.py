@@ -46,6 +46,8 @@ class FusionConfig:
             d.pop("sources")
         else:
             d.pop("sample_mode")
+        if self.threshold != "fixed":  # data-derived thresholds binarise strictly (p > t): masks changed at ties
+            d["binarize"] = "strict"
         return d
 
 

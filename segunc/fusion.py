@@ -169,7 +169,10 @@ def threshold_value(p: np.ndarray, method: str = "fixed", **params) -> float:
 
 
 def binarize(p: np.ndarray, method: str = "fixed", **params) -> np.ndarray:
-    """Boolean (H, W) mask: ``p >= t`` for ``fixed``, ``p > t`` for data-derived thresholds."""
+    """Boolean (H, W) mask: ``p >= t`` for ``fixed``, ``p > t`` for data-derived thresholds.
+
+    The one binarisation of a fused map (the pipeline uses it): a constant map, e.g. a
+    tumour-free slice, marks nothing under a data-derived threshold."""
     p = _check_map(p)
     t = threshold_value(p, method, **params)
     return p > t if method in DATA_THRESHOLDS else p >= t

@@ -18,7 +18,7 @@ from . import PIPELINE_VERSION
 from .backends.base import Backend
 from .config import PipelineConfig
 from .data.lgg import Slice
-from .fusion import fuse, normalized_weights
+from .fusion import binarize, fuse, normalized_weights
 from .metrics import compute_metrics
 from .modes import MODES, SliceInput, get_mode
 from .refine.crf import dense_crf
@@ -148,7 +148,7 @@ def evaluate_slice(
                 dep = sum(seconds[s] for s in config.fusion.sources)
             thr = config.fusion.threshold_value(maps[name]["mean"])
             thresholds[name] = thr
-            preds[name] = maps[name]["mean"] >= thr
+            preds[name] = binarize(maps[name]["mean"], config.fusion.threshold, **config.fusion.threshold_params)
             seconds[name] = dep + time.perf_counter() - t0
         elif name == "crf":
             c = config.crf
