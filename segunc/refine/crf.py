@@ -7,6 +7,12 @@ y_crf = CRF(y_fusion): a fully connected two-label CRF (Krähenbühl & Koltun, N
 * smoothness (gaussian):  compat_gaussian  · exp(−|Δpos|²/2 gaussian_sxy²)
 
 solved by ``iterations`` steps of mean-field inference; returns the foreground marginal Q[1].
+
+Defaults chosen on val (``python -m segunc.refine.study``; table in docs/method.md §3): a weak
+bilateral-only CRF, compat_bilateral 1, no Gaussian term (as the authors' CRF). The former
+defaults (bilateral 10 + Gaussian 3, pydensecrf's README values) outweigh the unary log-odds of
+small, uncertain blobs of a fused map: they erased small true-positive tumour components, raised
+NLL ~3× and pushed certainty to ~0.98 (CRF_STUDY_SUMMARY).
 """
 from __future__ import annotations
 
@@ -25,15 +31,15 @@ _CLIP = 1e-6
 class CRFParams:
     """CRF settings, recordable with a result; use as ``dense_crf(prob, image, **params.as_dict())``.
 
-    §3.4 names the knobs but gives only the iteration range (5-10); the compat values and the
-    gaussian sxy are pydensecrf's README defaults, the bilateral sdims/schan the project's.
+    §3.4 names the knobs but gives only the iteration range (5-10); the Potts weights were chosen
+    on val (module docstring), sdims/schan are the project's, the gaussian sxy pydensecrf's README's.
     """
 
     sdims: float = 5.0             # bilateral spatial std (pixels)
     schan: float = 5.0             # bilateral intensity std (uint8 levels, every channel)
-    compat_bilateral: float = 10.0  # Potts weight of the bilateral term
+    compat_bilateral: float = 1.0  # Potts weight of the bilateral term (former default 10)
     gaussian_sxy: float = 3.0      # gaussian spatial std (pixels)
-    compat_gaussian: float = 3.0   # Potts weight of the gaussian term
+    compat_gaussian: float = 0.0   # Potts weight of the gaussian term; 0 = no gaussian term (former default 3)
     iterations: int = 5            # mean-field steps (paper: 5-10; 0 returns the clipped input)
 
     def __post_init__(self):
@@ -51,7 +57,7 @@ class CRFParams:
 
 
 def dense_crf(prob: np.ndarray, image: np.ndarray, *, sdims: float = 5.0, schan: float = 5.0,
-              compat_bilateral: float = 10.0, gaussian_sxy: float = 3.0, compat_gaussian: float = 3.0,
+              compat_bilateral: float = 1.0, gaussian_sxy: float = 3.0, compat_gaussian: float = 0.0,
               iterations: int = 5) -> np.ndarray:
     """Refined foreground marginal (H, W) float32 of ``prob`` (H, W) given ``image``.
 
@@ -76,7 +82,8 @@ def dense_crf(prob: np.ndarray, image: np.ndarray, *, sdims: float = 5.0, schan:
     unary = unary_from_softmax(np.stack([1.0 - p, p]).astype(np.float32), clip=None)  # (2, H*W) float32
     crf = dcrf.DenseCRF2D(w, h, 2)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.compat_gaussian)
+    if params.compat_gaussian > 0:
+        crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.compat_gaussian)
     feats = create_pairwise_bilateral(sdims=(params.sdims, params.sdims), schan=(params.schan,) * image.shape[2],
                                       img=image, chdim=2)
     crf.addPairwiseEnergy(np.ascontiguousarray(feats, dtype=np.float32), compat=params.compat_bilateral)
