@@ -40,6 +40,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", default="all", choices=["all", "decoder"], help="MC dropout placement (MedSAM family)")
     p.add_argument("--sigma", type=float, default=0.01, help="noise σ relative to the image's intensity range")
     p.add_argument("--jitter-px", type=int, default=10, help="box_jitter: max corner offset in pixels")
+    p.add_argument("--tta-set", default="default", choices=["default", "paper"], help="TTA views: default = flip × scale "
+                   "× gamma (30 distinct model inputs); paper = the literal flip × scale × gain set (6 distinct inputs)")
     p.add_argument("--channels", default=None, help="input channels: flair3|rgb (MedSAM family), flair|luminance (UniverSeg)")
     p.add_argument("--box-margin", type=int, default=0, help="pixels added around the ground-truth box (MedSAM family)")
     p.add_argument("--fusion-weighting", default="inverse", choices=["inverse", "exponential", "power"])
@@ -62,7 +64,7 @@ def config_from_args(args: argparse.Namespace):
 
     return profile_config(args, PipelineConfig(
         samples=args.samples, seed=args.seed, batch_size=args.batch_size, p=args.p, placement=args.placement,
-        sigma=args.sigma, jitter_px=args.jitter_px,
+        sigma=args.sigma, jitter_px=args.jitter_px, tta_set=getattr(args, "tta_set", "default"),
         fusion=FusionConfig(source=args.fusion_source, weighting=args.fusion_weighting, threshold=args.fusion_threshold),
         crf=CRFParams(iterations=args.crf_iterations), temperature=_temperature(args),
     ))

@@ -51,6 +51,14 @@ class FusionConfig:
         return d
 
 
+def tta_intensity_op(tta_set: str) -> str:
+    """``default`` → gamma, ``paper`` → gain (see :mod:`segunc.modes.tta`)."""
+    ops = {"default": "gamma", "paper": "gain"}
+    if tta_set not in ops:
+        raise ValueError(f"unknown TTA set {tta_set!r}; expected one of {sorted(ops)}")
+    return ops[tta_set]
+
+
 @dataclass
 class PipelineConfig:
     samples: int = 30
@@ -62,6 +70,9 @@ class PipelineConfig:
     tta_flips: tuple[bool, ...] = (False, True)
     tta_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     tta_intensities: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2)
+    #: ``default``: the intensities act as gamma exponents (30 distinct model inputs); ``paper``:
+    #: as gains, the paper's literal set (6 distinct inputs after normalisation, computed once each)
+    tta_set: str = "default"
     jitter_px: int = 10
     temperature: float = 1.0
     keep_samples: bool = False
@@ -74,7 +85,8 @@ class PipelineConfig:
             "normal": {},
             "mc_dropout": {"samples": self.samples, "p": self.p, "placement": self.placement},
             "noisy": {"samples": self.samples, "sigma": self.sigma},
-            "tta": {"flips": self.tta_flips, "scales": self.tta_scales, "intensities": self.tta_intensities},
+            "tta": {"flips": self.tta_flips, "scales": self.tta_scales, "intensities": self.tta_intensities,
+                    "intensity_op": tta_intensity_op(self.tta_set)},
             "box_jitter": {"samples": self.samples, "max_px": self.jitter_px},
         }.get(name, {"samples": self.samples})
 
