@@ -12,7 +12,9 @@ Defaults chosen on val (``python -m segunc.refine.study``; table in docs/method.
 bilateral-only CRF, compat_bilateral 1, no Gaussian term (as the authors' CRF). The former
 defaults (bilateral 10 + Gaussian 3, pydensecrf's README values) outweigh the unary log-odds of
 small, uncertain blobs of a fused map: they erased small true-positive tumour components, raised
-NLL ~3× and pushed certainty to ~0.98 (CRF_STUDY_SUMMARY).
+NLL ~3× and pushed certainty to ~0.98. On 16 val tumour slices (real U-Net, T = 8): small (< 100 px)
+true-positive components kept 4/5 vs 1/5, all components 27/29 vs 22/29, Dice 0.529 vs 0.514,
+NLL 0.056 vs 0.139, certainty 0.84 vs 0.98 (no CRF: 5/5, 29/29, 0.530, 0.049, 0.79).
 """
 from __future__ import annotations
 

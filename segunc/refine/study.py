@@ -16,9 +16,9 @@ and uncertainty maps. ``grid`` fuses them with the default fusion and applies ev
   positives (touching the ground truth) and false positives;
 * mean Dice, NLL and certainty of the refined map (the metrics of :mod:`segunc.metrics`).
 
-Objective (used for the defaults in :class:`segunc.refine.crf.CRFParams`): among the settings that
-keep every small true-positive component the fused mask had, the highest mean Dice, settings
-within 0.002 of it tied and the lowest mean NLL among those.
+Objective (used for the defaults in :class:`segunc.refine.crf.CRFParams`): the settings that keep
+the most small true-positive components, among them the highest mean Dice, settings within 0.002
+of it tied and the lowest mean NLL among those.
 """
 from __future__ import annotations
 
@@ -200,11 +200,10 @@ def markdown(df) -> str:
 
 
 def choose(df, dice_tol: float = 0.002):
-    """The objective: keep every small true-positive component, then the highest mean Dice (within
-    ``dice_tol`` counts as tied, as in ``tune``), then the lowest mean NLL."""
+    """The objective: the most small true-positive components kept, then the highest mean Dice
+    (within ``dice_tol`` counts as tied, as in ``tune``), then the lowest mean NLL."""
     crf = df[df["setting"] != "no CRF"]
-    full = crf[crf["small_tp_kept"] == crf["small_tp"]]
-    pool = full if len(full) else crf
+    pool = crf[crf["small_tp_kept"] == crf["small_tp_kept"].max()]
     pool = pool[pool["dice"] >= pool["dice"].max() - dice_tol]
     return pool.sort_values("nll").iloc[0]
 
