@@ -44,7 +44,7 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    "× gamma (30 distinct model inputs); paper = the literal flip × scale × gain set (6 distinct inputs)")
     p.add_argument("--channels", default=None, help="input channels: flair3|rgb (MedSAM family), flair|luminance (UniverSeg)")
     p.add_argument("--box-margin", type=int, default=0, help="pixels added around the ground-truth box (MedSAM family)")
-    p.add_argument("--fusion-weighting", default="inverse", choices=["inverse", "exponential", "power"])
+    p.add_argument("--fusion-weighting", default="inverse", choices=["inverse", "exponential", "power", "certainty_power"])
     p.add_argument("--fusion-threshold", default="fixed", choices=["fixed", "otsu", "percentile", "mean_std"])
     p.add_argument("--fusion-source", default="modes", choices=["modes", "samples"])
     p.add_argument("--crf-iterations", type=int, default=5)

@@ -26,14 +26,15 @@ class FusionConfig:
     sources: tuple[str, ...] = STOCHASTIC_SOURCES
     sample_mode: str = "mc_dropout"
     uncertainty: str = "entropy"  # entropy | variance | mutual_information
-    weighting: str = "inverse"  # inverse | exponential | power
+    weighting: str = "inverse"  # inverse | exponential | power | certainty_power ((1 − u)^α, authors' scripts)
     lam: float = 10.0
     alpha: float = 1.0
     threshold: str = "fixed"  # fixed | otsu | percentile | mean_std
     threshold_params: dict[str, float] = field(default_factory=dict)
 
     def weighting_params(self) -> dict[str, float]:
-        return {"exponential": {"lam": self.lam}, "power": {"alpha": self.alpha}}.get(self.weighting, {})
+        return {"exponential": {"lam": self.lam}, "power": {"alpha": self.alpha},
+                "certainty_power": {"alpha": self.alpha}}.get(self.weighting, {})
 
     def threshold_value(self, prob: np.ndarray) -> float:
         from .fusion import threshold_value

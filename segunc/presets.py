@@ -8,12 +8,13 @@ segunc's defaults differ):
   is relative to the image's intensity range, which equals the authors' [0, 1] scale for a slice
   spanning the full 8-bit range; the authors' clamping to [0, 1] is not reproduced;
 * TTA: the literal 30-transform set (``tta_set="paper"``) where this segunc has that option;
-* fusion parameters: exponential β (λ) = 1, percentile q = 50, mean-std k = 0.5;
+* fusion parameters: exponential β (λ) = 1, power as (1 − u)^α (``certainty_power``; the paper's text
+  has u^−α), percentile q = 50, mean-std k = 0.5;
 * CRF: bilateral term only (Gaussian compat 0), bilateral weight 10, sdims 5, schan 5.
 
 A preset is a function backend → overrides: ``config`` (PipelineConfig fields), ``fusion``
-(FusionConfig fields), ``threshold_params`` (per threshold method), ``crf`` (CRFParams fields)
-and ``backend_options``. :func:`apply_preset` skips every field whose flag was given explicitly.
+(FusionConfig fields), ``weightings`` (chosen weighting → the preset's form of it),
+``threshold_params`` (per threshold method), ``crf`` (CRFParams fields) and ``backend_options``. :func:`apply_preset` skips every field whose flag was given explicitly.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def _paper(backend: str) -> dict[str, Any]:
     return {
         "config": config,
         "fusion": {"lam": 1.0},
+        "weightings": {"power": "certainty_power"},  # the authors' power weighting
         "threshold_params": {"percentile": {"q": 50.0}, "mean_std": {"k": 0.5}},
         "crf": {"compat_gaussian": 0.0, "compat_bilateral": 10.0, "sdims": 5.0, "schan": 5.0},
         "backend_options": {"channels": "rgb"} if backend in SAM_FAMILY else {},
@@ -63,6 +65,7 @@ def apply_preset(name: str, backend: str, config: PipelineConfig, backend_option
     explicit = set(explicit)
     keep = lambda d: {k: v for k, v in d.items() if FLAG_OF.get(k) not in explicit}  # noqa: E731
     fusion = dataclasses.replace(config.fusion, **keep(o["fusion"]))
+    fusion = dataclasses.replace(fusion, weighting=o.get("weightings", {}).get(fusion.weighting, fusion.weighting))
     tp = o["threshold_params"].get(fusion.threshold)
     if tp is not None:
         fusion = dataclasses.replace(fusion, threshold_params={**tp, **fusion.threshold_params})

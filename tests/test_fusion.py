@@ -16,7 +16,7 @@ def _u(rng, k=5, h=6, w=7):
 
 
 def test_registries_list_names():
-    assert SCHEMES == ["inverse", "exponential", "power"]
+    assert SCHEMES == ["inverse", "exponential", "power", "certainty_power"]
     assert list(THRESHOLDS) == ["fixed", "otsu", "percentile", "mean_std"]
 
 
@@ -61,7 +61,7 @@ def test_power_alpha_one_is_inverse():
 def test_stable_at_extremes(scheme):
     # zero uncertainty and huge λ/α must not give inf or NaN
     u = np.array([0.0, 0.0, 1.0, 1e-12]).reshape(4, 1, 1)
-    params = {"inverse": {}, "exponential": {"lam": 1e4}, "power": {"alpha": 50}}[scheme]
+    params = {"inverse": {}, "exponential": {"lam": 1e4}, "power": {"alpha": 50}, "certainty_power": {"alpha": 50}}[scheme]
     w = normalized_weights(u, scheme, **params)
     assert np.isfinite(w).all()
     assert w.sum() == pytest.approx(1.0)

@@ -62,3 +62,18 @@ def test_unknown_preset_is_a_clear_error():
         preset_overrides("nope", "unet")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--preset", "nope"])
+
+
+def test_paper_power_weighting_is_the_authors_certainty_power():
+    import numpy as np
+
+    from segunc.fusion import fuse, normalized_weights
+
+    c = config_from_args(_args(["run", "--preset", "paper", "--fusion-weighting", "power"]))
+    assert c.fusion.weighting == "certainty_power" and c.fusion.weighting_params() == {"alpha": 1.0}
+    assert config_from_args(_args(["run", "--fusion-weighting", "power"])).fusion.weighting == "power"
+    u = np.array([[[0.1]], [[0.5]], [[np.nan]]])
+    w = normalized_weights(u, "certainty_power", alpha=2.0)
+    np.testing.assert_allclose(w[:, 0, 0], [0.81 / 1.06, 0.25 / 1.06, 0.0])  # (1 − u)², unobserved → 0
+    p = np.array([[[0.9]], [[0.2]], [[0.5]]])
+    assert abs(float(fuse(p[:2], u[:2], "certainty_power", alpha=1.0)[0, 0]) - (0.9 * 0.9 + 0.2 * 0.5) / 1.4) < 1e-6
