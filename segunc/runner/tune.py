@@ -44,7 +44,8 @@ DICE_TOL = 0.002
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 WEIGHTINGS: tuple[tuple[str, dict], ...] = (
     ("inverse", {}), ("exponential", {"lam": 1.0}), ("exponential", {"lam": 5.0}), ("exponential", {"lam": 10.0}),
-    ("exponential", {"lam": 20.0}), ("power", {"alpha": 0.5}), ("power", {"alpha": 2.0}))
+    ("exponential", {"lam": 20.0}), ("power", {"alpha": 0.5}), ("power", {"alpha": 2.0}),
+    ("certainty_power", {"alpha": 1.0}), ("certainty_power", {"alpha": 4.0}))
 THRESHOLDS: tuple[tuple[str, dict], ...] = (
     *(("fixed", {"value": v}) for v in (0.3, 0.4, 0.5, 0.6, 0.7)), ("otsu", {}),
     *(("percentile", {"q": q}) for q in (50.0, 90.0, 95.0, 99.0)), *(("mean_std", {"k": k}) for k in (0.5, 1.0, 2.0)))
