@@ -187,6 +187,6 @@ def result_key_material(backend: Backend, config: PipelineConfig, mode: str) -> 
         "backend": backend.settings(),
         "weights_sha256": backend.weights_sha256,
         "mode": mode,
-        "modes": {d: (make_mode(d, config).params() if d in MODES else config.post_params(d)) for d in deps},
+        "modes": {d: (make_mode(d, config).key_params(backend) if d in MODES else config.post_params(d)) for d in deps},
         "temperature": config.temperature,
     }
