@@ -21,7 +21,8 @@ STOCHASTIC_SOURCES = ("mc_dropout", "tta", "noisy")
 PLACEMENTS = ("all", "decoder")
 FUSION_SOURCES = ("modes", "samples")
 UNCERTAINTIES = ("entropy", "variance", "mutual_information")
-FUSION_WEIGHTINGS = ("inverse", "exponential", "power")
+FUSION_WEIGHTINGS = ("inverse", "exponential", "power", "certainty_power")
+TTA_SETS = ("default", "paper")
 FUSION_THRESHOLDS = ("fixed", "otsu", "percentile", "mean_std")
 
 
@@ -41,15 +42,16 @@ class CRFParams:
     """Dense-CRF settings (paper §3.4), recordable with a result; use as
     ``dense_crf(prob, image, **params.as_dict())``.
 
-    §3.4 names the knobs but gives only the iteration range (5-10); the compat values and the
-    gaussian sxy are pydensecrf's README defaults, the bilateral sdims/schan the project's.
+    §3.4 names the knobs but gives only the iteration range (5-10); the Potts weights were chosen
+    on val (:mod:`segunc.refine.crf`, docs/method.md §3), sdims/schan are the project's, the gaussian
+    sxy pydensecrf's README's.
     """
 
     sdims: float = 5.0             # bilateral spatial std (pixels)
     schan: float = 5.0             # bilateral intensity std (uint8 levels, every channel)
-    compat_bilateral: float = 10.0  # Potts weight of the bilateral term
+    compat_bilateral: float = 1.0  # Potts weight of the bilateral term (former default 10)
     gaussian_sxy: float = 3.0      # gaussian spatial std (pixels)
-    compat_gaussian: float = 3.0   # Potts weight of the gaussian term
+    compat_gaussian: float = 0.0   # Potts weight of the gaussian term; 0 = no gaussian term (former default 3)
     iterations: int = 5            # mean-field steps (paper: 5-10; 0 returns the clipped input)
 
     def __post_init__(self):
@@ -98,7 +100,7 @@ class FusionConfig:
     sources: tuple[str, ...] = STOCHASTIC_SOURCES
     sample_mode: str = "mc_dropout"
     uncertainty: str = "entropy"  # entropy | variance | mutual_information
-    weighting: str = "inverse"  # inverse | exponential | power
+    weighting: str = "inverse"  # inverse | exponential | power | certainty_power ((1 − u)^α, authors' scripts)
     lam: float = 10.0
     alpha: float = 1.0
     threshold: str = "fixed"  # fixed | otsu | percentile | mean_std
@@ -109,7 +111,8 @@ class FusionConfig:
         object.__setattr__(self, "threshold_params", _pairs(self.threshold_params))
 
     def weighting_params(self) -> dict[str, float]:
-        return {"exponential": {"lam": self.lam}, "power": {"alpha": self.alpha}}.get(self.weighting, {})
+        return {"exponential": {"lam": self.lam}, "power": {"alpha": self.alpha},
+                "certainty_power": {"alpha": self.alpha}}.get(self.weighting, {})
 
     def threshold_kwargs(self) -> dict[str, float]:
         return dict(self.threshold_params)
@@ -128,7 +131,17 @@ class FusionConfig:
         """Key material: every field that changes the fused map (source-dependent)."""
         d = self.to_dict()
         d.pop("sources" if self.source == "samples" else "sample_mode")
+        if self.threshold != "fixed":  # data-derived thresholds binarise strictly (p > t): masks changed at ties
+            d["binarize"] = "strict"
         return d
+
+
+def tta_intensity_op(tta_set: str) -> str:
+    """``default`` → gamma, ``paper`` → gain (see :mod:`segunc.modes.tta`)."""
+    ops = {"default": "gamma", "paper": "gain"}
+    if tta_set not in ops:
+        raise ValueError(f"unknown TTA set {tta_set!r}; expected one of {sorted(ops)}")
+    return ops[tta_set]
 
 
 _TUPLES = ("tta_flips", "tta_scales", "tta_intensities")
@@ -145,6 +158,9 @@ class PipelineConfig:
     tta_flips: tuple[bool, ...] = (False, True)
     tta_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
     tta_intensities: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2)
+    #: ``default``: the intensities act as gamma exponents (30 distinct model inputs); ``paper``:
+    #: as gains, the paper's literal set (6 distinct inputs after normalisation, computed once each)
+    tta_set: str = "default"
     jitter_px: int = 10
     temperature: float = 1.0
     keep_samples: bool = False
@@ -176,7 +192,8 @@ class PipelineConfig:
             "normal": {},
             "mc_dropout": {"samples": self.samples, "p": self.p, "placement": self.placement},
             "noisy": {"samples": self.samples, "sigma": self.sigma},
-            "tta": {"flips": self.tta_flips, "scales": self.tta_scales, "intensities": self.tta_intensities},
+            "tta": {"flips": self.tta_flips, "scales": self.tta_scales, "intensities": self.tta_intensities,
+                    "intensity_op": tta_intensity_op(self.tta_set)},
             "box_jitter": {"samples": self.samples, "max_px": self.jitter_px},
         }.get(name, {"samples": self.samples})
 
@@ -186,7 +203,8 @@ def defaults_table(config: PipelineConfig | None = None) -> list[tuple[str, str,
     e.g. for the app's Set-up page."""
     c = config or PipelineConfig()
     f = c.fusion
-    weighting = f.weighting + {"exponential": f" (λ {f.lam:g})", "power": f" (α {f.alpha:g})"}.get(f.weighting, "")
+    weighting = f.weighting + {"exponential": f" (λ {f.lam:g})", "power": f" (α {f.alpha:g})",
+                               "certainty_power": f" (α {f.alpha:g})"}.get(f.weighting, "")
     if f.threshold_params:
         thr = f"{f.threshold} threshold ({', '.join(f'{k} {v:g}' for k, v in f.threshold_params)})"
     else:
@@ -196,8 +214,8 @@ def defaults_table(config: PipelineConfig | None = None) -> list[tuple[str, str,
         ("dropout p", f"{c.p:g}", "§3.2"),
         ("dropout placement", c.placement, "§3.2"),
         ("noise σ (of intensity range)", f"{c.sigma:g}", "§3.2"),
-        ("TTA", f"flips {list(c.tta_flips)} × scales {list(c.tta_scales)} × intensities {list(c.tta_intensities)}",
-         "§3.2"),
+        ("TTA", f"flips {list(c.tta_flips)} × scales {list(c.tta_scales)} × {tta_intensity_op(c.tta_set)} "
+                f"{list(c.tta_intensities)} ({c.tta_set} set)", "§3.2"),
         ("fusion", f"{weighting} weighting by {f.uncertainty}, {thr}", "§3.3"),
         ("fusion sources", ", ".join(f.sources) if f.source == "modes" else f"samples of {f.sample_mode}", "§3.3"),
         ("CRF", ", ".join(f"{k} {v}" for k, v in c.crf.as_dict().items()), "§3.4"),

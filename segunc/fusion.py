@@ -24,7 +24,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 __all__ = ["WEIGHTINGS", "THRESHOLDS", "DATA_THRESHOLDS", "inverse_weights", "exponential_weights",
-           "power_weights", "normalized_weights", "fuse", "fixed_threshold", "otsu_threshold",
+           "power_weights", "certainty_power_weights", "normalized_weights", "fuse", "fixed_threshold", "otsu_threshold",
            "percentile_threshold", "mean_std_threshold", "threshold_value", "binarize"]
 
 EPS = 1e-6
@@ -78,11 +78,21 @@ def power_weights(u: np.ndarray, alpha: float = 1.0, eps: float = EPS) -> np.nda
     return _softmax_over_k(-alpha * np.log(_check_u(u) + eps))
 
 
+def certainty_power_weights(u: np.ndarray, alpha: float = 1.0, eps: float = EPS) -> np.ndarray:
+    """Normalised w_i ∝ (1 − u_i)^α, u in [0, 1] (the authors' scripts' "power" weighting; the paper's
+    text has u_i^−α); computed in log space, 1 − u floored at ``eps``."""
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    u = _check_u(u)
+    return _softmax_over_k(alpha * np.log(np.clip(1.0 - u, eps, None)))
+
+
 #: name → function(u (K, H, W), **params) -> normalised weights (K, H, W)
 WEIGHTINGS: dict[str, Callable[..., np.ndarray]] = {
     "inverse": inverse_weights,
     "exponential": exponential_weights,
     "power": power_weights,
+    "certainty_power": certainty_power_weights,
 }
 
 
@@ -169,7 +179,10 @@ def threshold_value(p: np.ndarray, method: str = "fixed", **params) -> float:
 
 
 def binarize(p: np.ndarray, method: str = "fixed", **params) -> np.ndarray:
-    """Boolean (H, W) mask: ``p >= t`` for ``fixed``, ``p > t`` for data-derived thresholds."""
+    """Boolean (H, W) mask: ``p >= t`` for ``fixed``, ``p > t`` for data-derived thresholds.
+
+    The one binarisation of a fused map (the pipeline uses it): a constant map, e.g. a
+    tumour-free slice, marks nothing under a data-derived threshold."""
     p = _check_map(p)
     t = threshold_value(p, method, **params)
     return p > t if method in DATA_THRESHOLDS else p >= t

@@ -152,14 +152,21 @@ def all_mode_names() -> list[str]:
     return [*MODES.names(), *POST_STEPS.names()]
 
 
+def modes_key_material(backend, config: PipelineConfig, mode: str) -> dict[str, Any]:
+    """The parameters of ``mode`` and of every mode / step it depends on, as they enter its key.
+    ``backend``: the backend instance or its class (what a mode's key may take from it is a class
+    attribute, e.g. ``dropout_version``)."""
+    return {d: (make_mode(d, config).key_params(backend) if d in MODES else get_step(d).params(config))
+            for d in required_modes([mode], config)}
+
+
 def result_key_material(backend: Backend, config: PipelineConfig, mode: str) -> dict[str, Any]:
     """Everything that determines a (slice, mode) result besides the slice itself."""
-    deps = required_modes([mode], config)
     return {
         "pipeline_version": PIPELINE_VERSION,
         "backend": backend.settings(),
         "weights_sha256": backend.weights_sha256,
         "mode": mode,
-        "modes": {d: (make_mode(d, config).params() if d in MODES else get_step(d).params(config)) for d in deps},
+        "modes": modes_key_material(backend, config, mode),
         "temperature": config.temperature,
     }

@@ -18,6 +18,10 @@ def _noisy(mask, seed=0):
     return np.clip(base + rng.normal(0, 0.25, mask.shape), 0, 1).astype(np.float32)
 
 
+#: the former defaults (pydensecrf README Potts weights): a strong CRF, for the tests of the mechanism
+STRONG = {"compat_bilateral": 10.0, "compat_gaussian": 3.0}
+
+
 @pytest.fixture(scope="module")
 def tumour(val_slices):
     return next(s for s in val_slices if s.has_tumour)
@@ -28,7 +32,7 @@ def test_crf_cleans_noise_on_real_slices(val_slices):
         if not s.has_tumour:
             continue
         noisy = _noisy(s.mask)
-        out = dense_crf(noisy, s.image)
+        out = dense_crf(noisy, s.image, **STRONG)
         assert out.shape == s.mask.shape and out.dtype == np.float32
         assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
         d_in, d_out = _dice(noisy >= 0.5, s.mask), _dice(out >= 0.5, s.mask)
@@ -39,8 +43,9 @@ def test_crf_cleans_noise_on_real_slices(val_slices):
 def test_crf_on_empty_slice_removes_speckle(val_slices):
     s = next(s for s in val_slices if not s.has_tumour)
     noisy = _noisy(s.mask)
-    out = dense_crf(noisy, s.image)
-    assert (out >= 0.5).sum() <= (noisy >= 0.5).sum()
+    for params in ({}, STRONG):
+        out = dense_crf(noisy, s.image, **params)
+        assert (out >= 0.5).sum() <= (noisy >= 0.5).sum()
 
 
 def test_crf_deterministic(tumour):
@@ -52,7 +57,7 @@ def test_non_square_layout(tumour):
     # rows 20..219 only: a (200, 256) map; a transposed (W, H) layout scores about 0.34 here
     rows = slice(20, 220)
     noisy = _noisy(tumour.mask)[rows]
-    out = dense_crf(noisy, tumour.image[rows], compat_bilateral=0)
+    out = dense_crf(noisy, tumour.image[rows], compat_bilateral=0, compat_gaussian=3)
     assert out.shape == (200, 256)
     assert _dice(out >= 0.5, tumour.mask[rows]) > 0.7
 
@@ -69,16 +74,16 @@ def test_zero_iterations_or_no_pairwise_returns_input(tumour):
 def test_grayscale_image_is_replicated(tumour):
     noisy = _noisy(tumour.mask)
     gray = tumour.image[..., 1]  # FLAIR
-    out = dense_crf(noisy, gray)
+    out = dense_crf(noisy, gray, **STRONG)
     assert out.shape == gray.shape
-    np.testing.assert_array_equal(out, dense_crf(noisy, np.repeat(gray[..., None], 3, axis=2)))
+    np.testing.assert_array_equal(out, dense_crf(noisy, np.repeat(gray[..., None], 3, axis=2), **STRONG))
     assert _dice(out >= 0.5, tumour.mask) >= _dice(noisy >= 0.5, tumour.mask)
 
 
 def test_params_defaults_and_validation(tumour):
     p = CRFParams()
-    assert p.as_dict() == {"sdims": 5.0, "schan": 5.0, "compat_bilateral": 10.0, "gaussian_sxy": 3.0,
-                           "compat_gaussian": 3.0, "iterations": 5}
+    assert p.as_dict() == {"sdims": 5.0, "schan": 5.0, "compat_bilateral": 1.0, "gaussian_sxy": 3.0,
+                           "compat_gaussian": 0.0, "iterations": 5}
     noisy = _noisy(tumour.mask)
     np.testing.assert_array_equal(dense_crf(noisy, tumour.image, **p.as_dict()), dense_crf(noisy, tumour.image))
     for bad in ({"iterations": -1}, {"iterations": 2.5}, {"sdims": 0}, {"schan": -1}, {"gaussian_sxy": 0},
@@ -99,3 +104,35 @@ def test_input_validation(tumour):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError):
         dense_crf(bad, tumour.image)
+
+
+SMALL_TUMOUR = "TCGA_CS_5396_20010302_21"  # val; 347 px tumour of which the fused U-Net map finds 44 px apart
+
+
+@pytest.fixture(scope="module")
+def small_tumour_fused(lgg_refs, unet_weights):
+    """The real fused map (U-Net, MC dropout + noisy, T = 8) of a val slice with a small true-positive blob."""
+    from segunc.config import FusionConfig, PipelineConfig
+    from segunc.data import load_slice
+    from segunc.pipeline import evaluate_slice
+    from segunc.runner.sweep import build_backend
+
+    s = load_slice(next(r for r in lgg_refs if r.slice_id == SMALL_TUMOUR))
+    config = PipelineConfig(samples=8, fusion=FusionConfig(sources=("mc_dropout", "noisy")))
+    fused = evaluate_slice(build_backend("unet", unet_weights), s, ["fusion"], config)["fusion"].maps["mean"]
+    return s, fused
+
+
+def test_default_crf_keeps_a_real_small_tumour(small_tumour_fused):
+    from scipy import ndimage
+
+    s, fused = small_tumour_fused
+    lab, n = ndimage.label(fused >= 0.5, structure=np.ones((3, 3), bool))
+    blobs = [lab == k for k in range(1, n + 1)]
+    small_tp = [b for b in blobs if 20 <= b.sum() < 100 and s.mask[b].any()]
+    assert small_tp, "the fixture slice must have a small true-positive component (measured: 44 px)"
+    new = dense_crf(fused, s.image) >= 0.5
+    old = dense_crf(fused, s.image, **STRONG) >= 0.5
+    for b in small_tp:
+        assert new[b].sum() >= 0.5 * b.sum()  # measured 37 of 44 px kept
+    assert not any(old[b].any() for b in small_tp)  # the former defaults erased it (0 of 44 px)

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from segunc.backends import BACKENDS
 from segunc.fusion import (DEFAULT_LAMBDA, THRESHOLDS, WEIGHTINGS, binarize, fuse, normalized_weights,
                            threshold_value)
 from segunc.uncertainty import binary_entropy
@@ -17,7 +18,7 @@ def _u(rng, k=5, h=6, w=7):
 
 
 def test_registries_list_names():
-    assert SCHEMES == ["inverse", "exponential", "power"]
+    assert SCHEMES == ["inverse", "exponential", "power", "certainty_power"]
     assert list(THRESHOLDS) == ["fixed", "otsu", "percentile", "mean_std"]
 
 
@@ -62,7 +63,7 @@ def test_power_alpha_one_is_inverse():
 def test_stable_at_extremes(scheme):
     # zero uncertainty and huge λ/α must not give inf or NaN
     u = np.array([0.0, 0.0, 1.0, 1e-12]).reshape(4, 1, 1)
-    params = {"inverse": {}, "exponential": {"lam": 1e4}, "power": {"alpha": 50}}[scheme]
+    params = {"inverse": {}, "exponential": {"lam": 1e4}, "power": {"alpha": 50}, "certainty_power": {"alpha": 50}}[scheme]
     w = normalized_weights(u, scheme, **params)
     assert np.isfinite(w).all()
     assert w.sum() == pytest.approx(1.0)
@@ -174,3 +175,46 @@ def test_threshold_validation():
         threshold_value(np.zeros((2, 2)), "triangle")
     with pytest.raises(ValueError):
         binarize(np.array([[np.nan, 0.1]]), "otsu")
+
+
+# ---- the pipeline binarises the fused map with fusion.binarize
+@pytest.mark.parametrize("method,params", [("percentile", {"q": 50.0}), ("mean_std", {"k": 0.5}), ("otsu", {}),
+                                           ("fixed", {})])
+def test_pipeline_constant_fused_map_marks_nothing(val_slices, method, params):
+    """A tumour-free slice through LiteMedSAM (real weights): no box prompt, so every mode gives a
+    constant map; a data-derived threshold then equals the map value and must mark 0 px (not 65,536)."""
+    from segunc.config import FusionConfig, PipelineConfig
+    from segunc.pipeline import evaluate_slice
+
+    empty = val_slices[2]
+    assert not empty.has_tumour
+    backend = BACKENDS.get("litemedsam")()
+    cfg = PipelineConfig(samples=2, fusion=FusionConfig(threshold=method, threshold_params=params))
+    res = evaluate_slice(backend, empty, ["fusion"], cfg)["fusion"]
+    mean = res.maps["mean"]
+    assert mean.min() == mean.max()  # constant fused map
+    assert res.maps["mask"].sum() == 0 and res.row("litemedsam")["pred_px"] == 0
+    assert res.threshold == pytest.approx(threshold_value(mean, method, **params))
+
+
+def test_pipeline_mask_is_fusion_binarize(unet_weights, val_slices):
+    """On a real tumour slice (U-Net) the pipeline's fused mask is exactly binarize(fused mean)."""
+    from segunc.config import FusionConfig, PipelineConfig
+    from segunc.pipeline import evaluate_slice
+
+    unet = BACKENDS.get("unet")(weights=unet_weights)
+    marked = {}
+    for method, params in [("percentile", {"q": 90.0}), ("mean_std", {"k": 0.5}), ("fixed", {"value": 0.5})]:
+        cfg = PipelineConfig(samples=2, fusion=FusionConfig(sources=("mc_dropout", "noisy"), threshold=method,
+                                                            threshold_params=params))
+        res = evaluate_slice(unet, val_slices[0], ["fusion"], cfg)["fusion"]
+        np.testing.assert_array_equal(res.maps["mask"], binarize(res.maps["mean"], method, **params))
+        marked[method] = int(res.maps["mask"].sum())
+    assert 0 < marked["percentile"] < 65536 and 0 < marked["mean_std"] < 65536, marked
+
+
+def test_data_thresholds_have_their_own_result_key():
+    from segunc.config import FusionConfig
+
+    assert "binarize" not in FusionConfig().params()  # fixed 0.5: unchanged results keep their key
+    assert FusionConfig(threshold="percentile").params()["binarize"] == "strict"

@@ -23,7 +23,7 @@ PKG = ROOT / "segunc"
 #: layer order, bottom first; a module belongs to the layer of its longest matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("settings", ("segunc.settings", "segunc.fsutil", "segunc.registry")),
-    ("config", ("segunc.config",)),
+    ("config", ("segunc.config", "segunc.presets")),
     ("data", ("segunc.data",)),
     ("backends", ("segunc.backends",)),
     ("modes", ("segunc.modes",)),
@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("segunc.analysis",)),
     ("runner", ("segunc.runner",)),
     ("report", ("segunc.report", "segunc.viz")),
-    ("tools", ("segunc.fetch", "segunc.bench")),
+    ("tools", ("segunc.fetch", "segunc.bench", "segunc.crf_study")),
     ("cli / app", ("segunc.cli", "segunc.__main__", "segunc.access")),
 ]
 

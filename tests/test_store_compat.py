@@ -9,6 +9,7 @@ restructure), computed by running the same settings through that commit's
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -29,7 +30,16 @@ pytestmark = pytest.mark.integration
 OLD_STORE = Path(__file__).parent / "fixtures" / "old_store"
 
 
+#: the former CRF defaults (bilateral 10 + Gaussian 3)
+OLD_CRF = dict(compat_bilateral=10.0, compat_gaussian=3.0)
+
+
 def configs() -> dict[str, PipelineConfig]:
+    return {name: dataclasses.replace(c, tta_set="paper", crf=dataclasses.replace(c.crf, **OLD_CRF))
+            for name, c in _configs().items()}
+
+
+def _configs() -> dict[str, PipelineConfig]:
     return {
         "default": PipelineConfig(),
         "fusion_exp_percentile": PipelineConfig(fusion=FusionConfig(weighting="exponential", lam=5.0, threshold="percentile",
@@ -95,16 +105,43 @@ def test_settings_ids_match_the_old_code(unet, litemedsam):
     got = {}
     for label in OLD_SETTINGS_IDS:
         name, backend, mode = label.split("/")
-        got[label] = settings_id(result_key_material(backends[backend], cfgs[name], mode))
+        got[label] = settings_id(_without_later_markers(result_key_material(backends[backend], cfgs[name], mode),
+                                                        backend))
     assert got == OLD_SETTINGS_IDS
     material = result_key_material(unet, cfgs["default"], "crf")
     assert result_key(material, "TCGA_CS_4941_19960909_12",
                       "TCGA_CS_4941_19960909/TCGA_CS_4941_19960909_12.tif") == OLD_CRF_KEY
 
 
+def _without_later_markers(material: dict, backend: str) -> dict:
+    """Key material without the ``binarize: strict`` marker of data-derived thresholds and the
+    ``dropout_version: 2`` of the MedSAM family's MC dropout, each checked to be there exactly where
+    it must be."""
+    material = json_copy(material)
+    for name, params in material["modes"].items():
+        if params.get("mode") == "fusion":
+            strict = params.pop("binarize", None)
+            assert (strict == "strict") == (params["threshold"] != "fixed"), params
+        if name == "mc_dropout":
+            version = params.pop("dropout_version", 1)
+            assert version == (2 if backend == "litemedsam" else 1), (backend, version)
+    return material
+
+
+def json_copy(obj):
+    import json
+
+    return json.loads(canonical_json(obj))
+
+
 def test_config_dict_matches_the_old_job_form():
-    """Job ids hash the config's dict: it is byte-identical to the old ``config_to_dict``."""
-    got = {name: sha256_hex(canonical_json(c.to_dict())) for name, c in configs().items()}
+    """Job ids hash the config's dict: apart from the later ``tta_set`` field it is byte-identical to
+    the old ``config_to_dict``."""
+    got = {}
+    for name, c in configs().items():
+        d = c.to_dict()
+        assert d.pop("tta_set") == "paper"
+        got[name] = sha256_hex(canonical_json(d))
     assert got == OLD_CONFIG_HASHES
 
 

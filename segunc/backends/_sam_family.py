@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Backend, box_from_mask, minmax01
+from .base import Backend, box_from_mask, minmax01, sub_batch
 
 NO_PROMPT_LOGIT = -20.0
 CHANNEL_POLICIES = ("flair3", "rgb")
@@ -43,6 +43,8 @@ class SamFamilyBackend(Backend):
     needs_box = True
     two_stage = True
     input_size = 256
+    #: 2: masks in a fixed logical order, one drop per activation (TinyViT GELU + Dropout(0))
+    dropout_version = 2
 
     def __init__(self, weights=None, device="cpu", channels: str = "flair3", box_margin: int = 0, **options: Any):
         if channels not in CHANNEL_POLICIES:
@@ -99,8 +101,11 @@ class SamFamilyBackend(Backend):
         if boxes is None:
             return torch.full((x.shape[0], *out_hw), NO_PROMPT_LOGIT, device=x.device)
         step = self.encoder_batch()
-        emb = torch.cat([self.model.image_encoder(x[i:i + step]) for i in range(0, x.shape[0], step)])
-        return self.decode(emb, boxes, out_hw)
+        parts = []
+        for i in range(0, x.shape[0], step):
+            with sub_batch(slice(i, min(i + step, x.shape[0]))):
+                parts.append(self.model.image_encoder(x[i:i + step]))
+        return self.decode(torch.cat(parts), boxes, out_hw)
 
     def encoder_batch(self) -> int:
         """Images per encoder call: 1 on CPU, where batching the ViT encoder is slower per

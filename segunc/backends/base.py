@@ -13,6 +13,7 @@ perturb the image reuse one embedding per slice.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,29 @@ from torch import nn
 from .. import settings
 from ..fsutil import file_sha256
 from ..registry import Registry
+
+
+_SUB_BATCH: contextvars.ContextVar[slice | None] = contextvars.ContextVar("segunc_sub_batch", default=None)
+
+
+@contextlib.contextmanager
+def sub_batch(part: slice):
+    """Announce that the network now runs on samples ``part`` of the current batch (a backend that
+    splits a batch, e.g. encoder chunks or one-by-one decoding), so per-sample randomness
+    (MC-dropout generators) stays aligned with the samples. Nested parts compose."""
+    outer = _SUB_BATCH.get()
+    if outer is not None:
+        part = slice(outer.start + part.start, outer.start + part.stop)
+    token = _SUB_BATCH.set(part)
+    try:
+        yield
+    finally:
+        _SUB_BATCH.reset(token)
+
+
+def current_sub_batch() -> slice | None:
+    """The samples of the current batch the network is running on (None: all of them)."""
+    return _SUB_BATCH.get()
 
 
 class WeightsError(ValueError):
@@ -107,6 +131,9 @@ class Backend(ABC):
     weight_files: ClassVar[tuple[str, ...]] = ()
     #: how to get the weights, shown when they are missing
     weights_hint: ClassVar[str] = ""
+    #: version of this backend's MC-dropout samples (sites, mask order); from 2 on it is part of
+    #: the ``mc_dropout`` result key, so samples that changed never reuse an old key
+    dropout_version: ClassVar[int] = 1
 
     def max_batch(self) -> int | None:
         """Most images per full forward pass that still runs fastest on this device (None: no cap).

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._sam_family import SamFamilyBackend
-from .base import BACKENDS, WeightsError, load_state_dict_file, minmax01
+from .base import BACKENDS, WeightsError, load_state_dict_file, minmax01, sub_batch
 
 
 @BACKENDS.register("medsam")
@@ -60,5 +60,8 @@ class MedSAMBackend(SamFamilyBackend):
         embeddings with B prompts would become B x B: share one embedding, or pair one by one."""
         if embedding.shape[0] == 1 or embedding.stride(0) == 0:  # one (possibly expanded) embedding
             return super()._mask_decoder(embedding[:1], sparse, dense)
-        return torch.cat([super(MedSAMBackend, self)._mask_decoder(embedding[i:i + 1], sparse[i:i + 1], dense[i:i + 1])
-                          for i in range(embedding.shape[0])])
+        parts = []
+        for i in range(embedding.shape[0]):
+            with sub_batch(slice(i, i + 1)):
+                parts.append(super()._mask_decoder(embedding[i:i + 1], sparse[i:i + 1], dense[i:i + 1]))
+        return torch.cat(parts)

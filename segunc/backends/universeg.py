@@ -144,6 +144,8 @@ class UniverSegBackend(Backend):
         "or put the file in the weights folder."
     )
     input_size = INPUT_SIZE
+    #: 2: MC-dropout masks in a fixed logical order (no longer the memory order)
+    dropout_version = 2
 
     def __init__(self, weights=None, device="cpu", channels: str = "flair", support_size: int = 16,
                  support_seed: int = 0, **options: Any):

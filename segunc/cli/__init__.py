@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from . import evaluate, export, fetch, gc, passwd, report, run, snapshot, worker
+from . import evaluate, export, fetch, gc, passwd, report, run, snapshot, tune, worker
 
 #: subcommand modules in ``--help`` order; each has ``add_parser(sub)`` and ``run(args)``
-COMMANDS = (evaluate, run, worker, export, gc, fetch, snapshot, passwd, report)
+COMMANDS = (evaluate, run, tune, worker, export, gc, fetch, snapshot, passwd, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ..fsutil import StoreFullError, disk_full_error, is_disk_full
 
+    from ..presets import explicit_flags
+
     args = build_parser().parse_args(argv)
+    args.explicit = explicit_flags(sys.argv[1:] if argv is None else argv)  # --preset leaves these as given
     try:
         return args.func(args)
     except (OSError, sqlite3.OperationalError) as exc:  # a full disk at any write: one clear error, exit 3
@@ -44,6 +47,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if not is_disk_full(exc):
             raise
-        full = exc if isinstance(exc, StoreFullError) else disk_full_error(getattr(exc, "filename", None) or "output", exc)
+        full = exc if isinstance(exc, StoreFullError) else disk_full_error(getattr(exc, "filename", None) or getattr(args, "out", None) or "output", exc)
         print(f"error: {full.strerror}", file=sys.stderr)
         return 3

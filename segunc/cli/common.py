@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import settings
-from ..config import FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, PipelineConfig
+from ..config import FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, TTA_SETS, PipelineConfig
 
 #: the single source of the CLI's pipeline defaults
 DEFAULTS = PipelineConfig()
@@ -56,6 +56,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", default=d.placement, choices=PLACEMENTS, help="MC dropout placement (MedSAM family)")
     p.add_argument("--sigma", type=float, default=d.sigma, help="noise σ relative to the image's intensity range")
     p.add_argument("--jitter-px", type=int, default=d.jitter_px, help="box_jitter: max corner offset in pixels")
+    p.add_argument("--tta-set", default=d.tta_set, choices=TTA_SETS, help="TTA views: default = flip × scale "
+                   "× gamma (30 distinct model inputs); paper = the literal flip × scale × gain set (identical inputs "
+                   "computed once)")
     p.add_argument("--channels", default=None, help="input channels: flair3|rgb (MedSAM family), flair|luminance (UniverSeg)")
     p.add_argument("--box-margin", type=int, default=0, help="pixels added around the ground-truth box (MedSAM family)")
     p.add_argument("--fusion-weighting", default=d.fusion.weighting, choices=FUSION_WEIGHTINGS)
@@ -65,6 +68,10 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", default=f"{d.temperature:g}",
                    help="logit temperature applied to every sample before averaging and fusion: a number, or 'fit' "
                         "(fitted by NLL on up to 64 val tumour slices, single pass; no retraining)")
+    p.add_argument("--preset", default=None, choices=["paper"], help="the authors' settings where segunc's differ "
+                   "(see docs/method.md); explicit flags still win")
+    p.add_argument("--tuned", type=Path, default=None, help="tuned.json from `tune`: its temperature, fusion and CRF "
+                   "settings replace the flags'")
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
@@ -84,15 +91,16 @@ def data_root(args: argparse.Namespace) -> Path:
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    from ..config import FusionConfig
-    from ..refine.crf import CRFParams
+    """The flags' config, then ``--preset`` / ``--tuned`` applied (:mod:`segunc.runner.tune`)."""
+    from ..config import CRFParams, FusionConfig
+    from ..runner.tune import profile_config
 
-    return PipelineConfig(
+    return profile_config(args, PipelineConfig(
         samples=args.samples, seed=args.seed, batch_size=args.batch_size, p=args.p, placement=args.placement,
-        sigma=args.sigma, jitter_px=args.jitter_px,
+        sigma=args.sigma, jitter_px=args.jitter_px, tta_set=getattr(args, "tta_set", DEFAULTS.tta_set),
         fusion=FusionConfig(source=args.fusion_source, weighting=args.fusion_weighting, threshold=args.fusion_threshold),
         crf=CRFParams(iterations=args.crf_iterations), temperature=_temperature(args),
-    )
+    ))
 
 
 def _temperature(args: argparse.Namespace) -> float:
@@ -133,7 +141,9 @@ def backend_options(args: argparse.Namespace) -> dict:
         opts["channels"] = args.channels
     if args.backend in ("litemedsam", "medsam"):
         opts["box_margin"] = args.box_margin
-    return opts
+    from ..runner.tune import profile_options
+
+    return profile_options(args, opts)
 
 
 def fail(msg: str) -> int:
@@ -155,7 +165,14 @@ def spec_from_args(args: argparse.Namespace):
                    split=args.split, all_slices=args.all_slices, limit=args.limit, spread=bool(getattr(args, 'spread', False)),
                    config=config_from_args(args),
                    backend_options=backend_options(args), device=args.device, support_data=args.support_data,
-                   keep_samples=bool(getattr(args, "keep_samples", False)) or None)
+                   keep_samples=bool(getattr(args, "keep_samples", False)) or None, profile=profile_name(args))
+
+
+def profile_name(args: argparse.Namespace) -> str | None:
+    """The label of ``--preset`` / ``--tuned`` (e.g. "tuned on val (tuned.json)"), recorded with the run."""
+    from ..runner.tune import profile_name as name
+
+    return name(args)
 
 
 def sweep(args: argparse.Namespace):

@@ -81,11 +81,17 @@ class Mode(ABC):
         """Everything that changes this mode's output (batch size excluded)."""
         return {"mode": self.name, "samples": self.samples, "seed": self.seed, **self.extra}
 
+    def key_params(self, backend: Backend) -> dict[str, Any]:
+        """What enters the result key for this backend (default: ``params()``)."""
+        return self.params()
+
     def supports(self, backend: Backend) -> bool:
         return backend.needs_box or not self.needs_box
 
     def generator(self, backend: Backend, x: SliceInput) -> torch.Generator:
-        return slice_generator(self.seed, x.slice_id, self.name, backend.device)
+        """A CPU generator for this slice: draws are made on the CPU and moved to the backend's
+        device, so samples do not depend on the device (CUDA generators give other numbers)."""
+        return slice_generator(self.seed, x.slice_id, self.name, "cpu")
 
     @abstractmethod
     def sample_logits(self, backend: Backend, x: SliceInput) -> torch.Tensor:

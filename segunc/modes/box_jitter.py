@@ -12,7 +12,7 @@ from .base import MODES, Mode, SliceInput, chunks
 
 def jitter_boxes(box: torch.Tensor, n: int, max_px: float, hw: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
     """``1 4`` xyxy box → ``n 4`` jittered boxes, clipped to the image and kept ordered."""
-    offsets = torch.randint(-int(max_px), int(max_px) + 1, (n, 4), generator=generator, device=box.device).float()
+    offsets = torch.randint(-int(max_px), int(max_px) + 1, (n, 4), generator=generator).to(box.device).float()
     b = box.expand(n, -1) + offsets
     h, w = hw
     x0, x1 = torch.minimum(b[:, 0], b[:, 2]).clamp(0, w - 1), torch.maximum(b[:, 0], b[:, 2]).clamp(0, w - 1)

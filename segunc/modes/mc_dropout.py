@@ -10,9 +10,16 @@ ReLUs; for the MedSAM family ``placement='all'`` covers encoder + decoder and
 ``placement='decoder'`` only the prompt encoder and mask decoder (one encoder pass per
 slice). Hooks are removed on exit, so the model is unchanged for the next mode.
 
-All T samples of a slice go through the network as one batch (chunked): each batch
-element draws its own masks from its own generator (seeded by seed, slice, sample index),
-which is exactly T independent dropout samples, identical whatever the batch size.
+All T samples of a slice go through the network as one batch (chunked). Sample i draws its
+masks from its own CPU generator (seeded by seed, slice, i), in a fixed logical order of
+the activation's coordinates — (N, H, W, C) for 4-D feature maps, row-major otherwise —
+whatever its memory format (NCHW or channels_last) or device. So a sample is the same
+for any batch size, memory format and device. A backend that splits a batch (encoder
+chunks, one-by-one decoding) announces the part with ``backends.base.sub_batch``.
+
+Each activation is dropped once: an ``nn.Dropout`` site (an identity at test time) whose
+input is the already-dropped output of another site passes it through (LiteMedSAM's
+TinyViT MLP: GELU followed by Dropout(p=0)).
 
 Masks are drawn sparsely: the gaps between dropped elements of an i.i.d. Bernoulli(p)
 sequence are Geometric(p), so cumulative sums of geometric draws give exactly the
@@ -20,12 +27,14 @@ dropped positions at O(p·n) random numbers instead of O(n) (100x fewer at p = 0
 """
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import torch
 from torch import nn
 
+from ..backends.base import current_sub_batch
 from .base import MODES, Mode, SliceInput, chunks, slice_generator, step
 
 SITE_TYPES: tuple[type[nn.Module], ...] = (
@@ -43,7 +52,7 @@ def dropout_sites(scope: Iterable[nn.Module]) -> list[nn.Module]:
     return list(seen.values())
 
 
-def dropped_positions(n: int, p: float, generator: torch.Generator | None, device) -> torch.Tensor:
+def dropped_positions(n: int, p: float, generator: torch.Generator | None, device="cpu") -> torch.Tensor:
     """Indices in ``range(n)`` of an i.i.d. Bernoulli(p) drop pattern, via Geometric(p) gaps."""
     if p <= 0.0 or n == 0:
         return torch.empty(0, dtype=torch.long, device=device)
@@ -61,23 +70,35 @@ def dropped_positions(n: int, p: float, generator: torch.Generator | None, devic
     return (pos[pos <= n] - 1).long()
 
 
+def logical_coords(flat: torch.Tensor, shape: torch.Size) -> tuple[torch.Tensor, ...]:
+    """Flat indices in the fixed logical enumeration → coordinates of a tensor of ``shape``:
+    (N, H, W, C) order for 4-D ``N C H W`` maps, row-major otherwise. Independent of strides."""
+    if len(shape) == 4:
+        n, c, h, w = shape
+        i_n, i_h, i_w, i_c = torch.unravel_index(flat, (n, h, w, c))
+        return i_n, i_c, i_h, i_w
+    return tuple(torch.unravel_index(flat, tuple(shape)))
+
+
 def drop_(out: torch.Tensor, p: float, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
     """Inverted dropout ``out * Bernoulli(1-p) / (1-p)`` as a new tensor (sparse mask draw).
 
-    With a list of generators (one per sample of the batch), sample b's elements — the
-    b-th contiguous block along the outermost dimension — use generator b, so a sample's
-    masks do not depend on how the T samples were chunked into batches.
+    ``generator``: one per sample of the batch (or one for all). The leading dimension holds
+    the samples in order, each as a block of ``out.shape[0] / len(generators)`` rows; sample
+    b's drops come from generator b in :func:`logical_coords` order, so a sample's masks do
+    not depend on batch size, memory format or device.
     """
-    y = out * (1.0 / (1.0 - p))
-    flat = y.permute(0, 2, 3, 1).reshape(-1) if y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last) \
-        and not y.is_contiguous() else y.view(-1)
-    if isinstance(generator, list) and y.dim() > 0 and y.shape[0] % len(generator) == 0:
-        per = flat.numel() // len(generator)
-        for b, g in enumerate(generator):
-            flat[b * per + dropped_positions(per, p, g, y.device)] = 0
-    else:
-        g = generator[0] if isinstance(generator, list) else generator
-        flat[dropped_positions(flat.numel(), p, g, y.device)] = 0
+    gens = generator if isinstance(generator, list) else [generator]
+    y = out * (1.0 / (1.0 - p))  # keeps the memory format
+    if y.dim() == 0 or y.numel() == 0:
+        return y
+    if y.shape[0] % len(gens):
+        raise RuntimeError(f"dropout site output of shape {tuple(y.shape)} cannot be split into {len(gens)} samples; "
+                           "a backend that splits a batch must announce it with backends.base.sub_batch")
+    per = y.numel() // len(gens)
+    flat = torch.cat([b * per + dropped_positions(per, p, g) for b, g in enumerate(gens)])
+    if flat.numel():
+        y[tuple(t.to(y.device) for t in logical_coords(flat, y.shape))] = 0
     return y
 
 
@@ -91,18 +112,34 @@ class SampleRNG:
     def select(self, part: slice) -> None:
         self.current = self.generators[part]
 
+    def active(self) -> list[torch.Generator]:
+        """Generators of the samples now in the network (narrowed by a backend's ``sub_batch``)."""
+        part = current_sub_batch()
+        return self.current if part is None else self.current[part]
+
 
 @contextmanager
 def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Generator | SampleRNG | None = None) -> Iterator[int]:
-    """Within the block, every site's output is ``out * Bernoulli(1-p) / (1-p)``; yields the site count."""
+    """Within the block, every site's output is ``out * Bernoulli(1-p) / (1-p)``, each activation
+    once (a Dropout site fed by another site's dropped output passes it on); yields the site count."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     sites = dropout_sites(scope)
+    dropped: dict[int, weakref.ref] = {}  # id → tensor returned by a site hook
 
-    def hook(_module, _inputs, out):
+    def already_dropped(t) -> bool:
+        ref = dropped.get(id(t))
+        return ref is not None and ref() is t
+
+    def hook(module, inputs, out):
         if not isinstance(out, torch.Tensor) or p == 0.0:
             return out
-        return drop_(out, p, generator.current if isinstance(generator, SampleRNG) else generator)
+        if isinstance(module, (nn.Dropout, nn.Dropout2d)) and inputs and already_dropped(inputs[0]):
+            return out  # an identity at test time on an activation dropped by the previous site
+        gens = generator.active() if isinstance(generator, SampleRNG) else generator
+        y = drop_(out, p, gens)
+        dropped[id(y)] = weakref.ref(y)
+        return y
 
     handles = [m.register_forward_hook(hook) for m in sites]
     try:
@@ -110,6 +147,7 @@ def inject_dropout(scope: Iterable[nn.Module], p: float, generator: torch.Genera
     finally:
         for h in handles:
             h.remove()
+        dropped.clear()
 
 
 @MODES.register("mc_dropout")
@@ -117,10 +155,15 @@ class MCDropout(Mode):
     def __init__(self, samples: int = 30, seed: int = 0, batch_size: int = 16, p: float = 0.01, placement: str = "all"):
         super().__init__(samples, seed, batch_size, p=float(p), placement=placement)
 
+    def key_params(self, backend) -> dict:
+        """``params()`` plus the backend's dropout version when its samples changed (see ``Backend.dropout_version``)."""
+        v = getattr(backend, "dropout_version", 1)
+        return {**self.params(), "dropout_version": v} if v > 1 else self.params()
+
     def sample_logits(self, backend, x: SliceInput) -> torch.Tensor:
         p, placement = self.extra["p"], self.extra["placement"]
         scope = backend.dropout_scope(placement)
-        rng = SampleRNG([slice_generator(self.seed, f"{x.slice_id}#{i}", self.name, backend.device)
+        rng = SampleRNG([slice_generator(self.seed, f"{x.slice_id}#{i}", self.name, "cpu")
                          for i in range(self.samples)])
         out = []
         with inject_dropout(scope, p, rng):

@@ -24,7 +24,7 @@ class Noisy(Mode):
         out = []
         for c in chunks(self.samples, step(self.batch_size, backend)):
             n = c.stop - c.start
-            noise = torch.randn((n, *x.image.shape[1:]), generator=g, device=x.image.device) * scale
+            noise = torch.randn((n, *x.image.shape[1:]), generator=g).to(x.image.device) * scale  # CPU: same for any chunking
             box = None if x.box is None else x.box.expand(n, -1)
             out.append(backend.logits(x.image + noise, box))
         return torch.cat(out)

@@ -1,13 +1,24 @@
 """``tta``: test-time augmentation, y_i = T_i⁻¹ f(T_i(x)) (paper §3.2; Moshkov et al. 2020).
 
-Default set (paper, as its scripts built it with ttach): horizontal flip {no, yes} ×
-scale {0.5, 1, 2} × intensity {0.8, 0.9, 1.0, 1.1, 1.2} = 30 transforms.
+Two sets of 30 = flip {no, yes} × scale {0.5, 1, 2} × 5 intensity views (``--tta-set``):
+
+- ``default``: intensity = **gamma** x' = 255·(x/255)^γ, γ ∈ {0.8, 0.9, 1.0, 1.1, 1.2} (the
+  paper's five factors as exponents). Every backend normalises each image (z-score per
+  channel, or min–max), which undoes any gain: a gamma changes the contrast *after*
+  normalisation too, so all 30 views reach the model as different inputs.
+- ``paper``: the literal set (as the authors built it with ttach): intensity = **gain**, the
+  raw image multiplied by {0.8, 0.9, 1.0, 1.1, 1.2} and clipped to 0..255. After per-image
+  normalisation a gain is a no-op (unless it saturates bright pixels): on a real slice the
+  30 views are 6 distinct model inputs × 5 copies.
+
+Views whose preprocessed model inputs (and boxes) are identical (max |Δ| ≤ 1e-5 of the
+input's scale) are computed once and counted with their multiplicity: the T = 30 samples
+hold the copies, so mean and uncertainty maps equal those of running all 30 (paper set:
+6 forward passes instead of 30 on a slice without saturation).
 
 - scale s resizes the whole slice to s·H × s·W (bilinear); the model runs at that size
   (fully convolutional U-Net) or resizes to its own input size (MedSAM family, UniverSeg:
   then s acts as a resolution change). The logits are resized back to H × W.
-- intensity: the raw image is multiplied by the factor and clipped to the 0..255 range of
-  the TIFFs (models that normalise per image see the change only through saturation).
 - flip: mirrored image in, mirrored prediction back.
 - box prompts are transformed with the image (scaled, mirrored).
 
@@ -26,6 +37,10 @@ from .base import MODES, Mode, SliceInput, chunks, step
 DEFAULT_FLIPS = (False, True)
 DEFAULT_SCALES = (0.5, 1.0, 2.0)
 DEFAULT_INTENSITIES = (0.8, 0.9, 1.0, 1.1, 1.2)
+#: how the intensity factors act: ``gamma`` (default set) or ``gain`` (the paper's set)
+INTENSITY_OPS = ("gamma", "gain")
+#: preprocessed inputs within this fraction of their scale count as identical
+DEDUP_RTOL = 1e-5
 
 
 @dataclass(frozen=True)
@@ -33,10 +48,14 @@ class Transform:
     flip: bool
     scale: float
     intensity: float
+    op: str = "gain"
 
 
-def transforms(flips=DEFAULT_FLIPS, scales=DEFAULT_SCALES, intensities=DEFAULT_INTENSITIES) -> list[Transform]:
-    return [Transform(f, float(s), float(i)) for f, s, i in itertools.product(flips, scales, intensities)]
+def transforms(flips=DEFAULT_FLIPS, scales=DEFAULT_SCALES, intensities=DEFAULT_INTENSITIES,
+               op: str = "gain") -> list[Transform]:
+    if op not in INTENSITY_OPS:
+        raise ValueError(f"unknown TTA intensity op {op!r}; expected one of {INTENSITY_OPS}")
+    return [Transform(f, float(s), float(i), op) for f, s, i in itertools.product(flips, scales, intensities)]
 
 
 def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -53,8 +72,12 @@ def forward_images(image: torch.Tensor, ts: list[Transform]) -> torch.Tensor:
     x = x.expand(len(ts), -1, -1, -1)
     flips = torch.tensor([t.flip for t in ts], device=image.device).view(-1, 1, 1, 1)
     x = torch.where(flips, x.flip(-1), x)
-    gains = torch.tensor([t.intensity for t in ts], device=image.device, dtype=image.dtype).view(-1, 1, 1, 1)
-    return (x * gains).clamp(0.0, 255.0)
+    factors = torch.tensor([t.intensity for t in ts], device=image.device, dtype=image.dtype).view(-1, 1, 1, 1)
+    if all(t.op == "gamma" for t in ts):
+        return 255.0 * (x.clamp(0.0, 255.0) / 255.0) ** factors
+    if all(t.op == "gain" for t in ts):
+        return (x * factors).clamp(0.0, 255.0)
+    raise ValueError("transforms of one batch must share an intensity op")
 
 
 def forward_boxes(box: torch.Tensor, ts: list[Transform], hw: tuple[int, int]) -> torch.Tensor:
@@ -82,29 +105,58 @@ def invert_logits(logits: torch.Tensor, ts: list[Transform], hw: tuple[int, int]
     return x
 
 
+def distinct_views(backend, images: torch.Tensor, boxes: torch.Tensor | None) -> list[int]:
+    """For each of ``n`` raw views, the index of the first view with the same preprocessed model
+    input (and box); a view is its own representative when it differs from all earlier ones."""
+    with torch.inference_mode():
+        pre = backend.preprocess(images.to(backend.device)).float()
+    rep: list[int] = []
+    for i in range(pre.shape[0]):
+        tol = DEDUP_RTOL * max(1.0, float(pre[i].abs().max()))
+        same = next((r for r in dict.fromkeys(rep) if (pre[i] - pre[r]).abs().max() <= tol
+                     and (boxes is None or torch.equal(boxes[i], boxes[r]))), None)
+        rep.append(i if same is None else same)
+    return rep
+
+
 @MODES.register("tta")
 class TTA(Mode):
     stochastic = True
 
     def __init__(self, samples: int = 30, seed: int = 0, batch_size: int = 16, flips=DEFAULT_FLIPS,
-                 scales=DEFAULT_SCALES, intensities=DEFAULT_INTENSITIES):
-        ts = transforms(flips, scales, intensities)
+                 scales=DEFAULT_SCALES, intensities=DEFAULT_INTENSITIES, intensity_op: str = "gamma"):
+        ts = transforms(flips, scales, intensities, intensity_op)
         # The transform set defines T; ``samples`` is accepted for a uniform CLI but not used.
-        super().__init__(len(ts), seed, batch_size, flips=[bool(f) for f in flips],
-                         scales=[float(s) for s in scales], intensities=[float(i) for i in intensities])
+        params = dict(flips=[bool(f) for f in flips], scales=[float(s) for s in scales],
+                      intensities=[float(i) for i in intensities])
+        if intensity_op != "gain":  # the paper's set keeps the key it always had
+            params["intensity_op"] = intensity_op
+        super().__init__(len(ts), seed, batch_size, **params)
         self.transforms = ts
+        #: model forward passes of the last slice (distinct views)
+        self.last_forwards = 0
 
     def params(self):
         return {"mode": self.name, **self.extra}
 
     def sample_logits(self, backend, x: SliceInput) -> torch.Tensor:
         out: list[torch.Tensor | None] = [None] * len(self.transforms)
+        self.last_forwards = 0
         for scale in dict.fromkeys(t.scale for t in self.transforms):
             idx = [i for i, t in enumerate(self.transforms) if t.scale == scale]
-            for c in chunks(len(idx), step(self.batch_size, backend)):
-                ts = [self.transforms[i] for i in idx[c]]
-                imgs = forward_images(x.image, ts)
-                boxes = None if x.box is None else forward_boxes(x.box, ts, x.hw)
-                for i, lg in zip(idx[c], invert_logits(backend.logits(imgs, boxes), ts, x.hw)):
-                    out[i] = lg
+            ts = [self.transforms[i] for i in idx]
+            imgs = forward_images(x.image, ts)
+            boxes = None if x.box is None else forward_boxes(x.box, ts, x.hw)
+            rep = distinct_views(backend, imgs, boxes)
+            uniq = list(dict.fromkeys(rep))
+            self.last_forwards += len(uniq)
+            lg_of: dict[int, torch.Tensor] = {}
+            for c in chunks(len(uniq), step(self.batch_size, backend)):
+                part = uniq[c]
+                sub_ts = [ts[j] for j in part]
+                sub_boxes = None if boxes is None else boxes[part]
+                for j, lg in zip(part, invert_logits(backend.logits(imgs[part], sub_boxes), sub_ts, x.hw)):
+                    lg_of[j] = lg
+            for j, i in enumerate(idx):
+                out[i] = lg_of[rep[j]]  # a copy counts with its multiplicity
         return torch.stack(out)  # in transform order

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..config import PipelineConfig
-from ..fusion import fuse, normalized_weights, threshold_value
+from ..fusion import binarize, fuse, normalized_weights, threshold_value
 from ..uncertainty import binary_entropy, summarize
 from .base import MAP_NAMES, POST_STEPS, PostStep, StepInput, StepOutput
 
@@ -55,4 +55,4 @@ class Fusion(PostStep):
         else:
             maps = fuse_mode_maps([inputs.maps[s] for s in f.sources], config)
         thr = float(threshold_value(maps["mean"], f.threshold, **f.threshold_kwargs()))
-        return StepOutput(maps, thr, maps["mean"] >= thr)
+        return StepOutput(maps, thr, binarize(maps["mean"], f.threshold, **f.threshold_kwargs()))

@@ -77,6 +77,7 @@ class JobSpec:
     patients: Sequence[str] | None = None
     keep_samples: bool | None = None
     spread: bool = False
+    profile: str | None = None  # e.g. "tuned on val (tuned.json)", "preset:paper": a label; the config holds the settings
 
     def __post_init__(self):
         from .sweep import check_limit, parse_modes
@@ -136,6 +137,8 @@ class JobSpec:
              "support_data": _abs(self.support_data)}
         if self.spread:  # only when set, so job ids of first-N sweeps stay as they were
             d["spread"] = True
+        if self.profile:  # likewise
+            d["profile"] = self.profile
         return d
 
     @classmethod
@@ -462,15 +465,14 @@ def mode_passes(mode: str, config: PipelineConfig, two_stage: bool, fixed_input:
     return 0, 0.0, 0, 0
 
 
-def _material_rest(config: PipelineConfig, mode: str, weights_sha256: str) -> str:
-    """:func:`segunc.pipeline.result_key_material` without the backend part, as canonical JSON."""
+def _material_rest(backend: str, config: PipelineConfig, mode: str, weights_sha256: str) -> str:
+    """:func:`segunc.pipeline.result_key_material` without the backend settings, as canonical JSON."""
     from .. import PIPELINE_VERSION
-    from ..pipeline import MODES, make_mode, required_modes
+    from ..backends import BACKENDS
+    from ..pipeline import modes_key_material
 
-    deps = required_modes([mode], config)
     return canonical_json({"pipeline_version": PIPELINE_VERSION, "weights_sha256": weights_sha256, "mode": mode,
-                           "modes": {d: (make_mode(d, config).params() if d in MODES else config.post_params(d))
-                                     for d in deps},
+                           "modes": modes_key_material(BACKENDS.get(backend), config, mode),
                            "temperature": config.temperature})
 
 
@@ -502,7 +504,7 @@ def stored_results(store: ResultStore, spec: JobSpec, slice_ids: Sequence[str]) 
     if not wanted or not modes:
         return {m: set() for m in modes}
     sha = spec.weights_sha256()
-    rest = {m: _material_rest(config, m, sha) for m in modes}
+    rest = {m: _material_rest(spec.backend, config, m, sha) for m in modes}
     backend_settings = _expected_backend_settings(spec)
     ok: dict[str, bool] = {}
     out: dict[str, set[str]] = {m: set() for m in modes}
