@@ -25,7 +25,7 @@ st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=":
                    initial_sidebar_state="expanded")
 st.markdown(
     """<style>
-    .block-container {padding-top: 2.2rem; padding-bottom: 2rem;}
+    .block-container, [data-testid="stMainBlockContainer"] {padding-top: 1.6rem; padding-bottom: 2rem; padding-left: 2rem; padding-right: 2rem;}
     [data-testid="stImageCaption"] {font-size: 0.78rem; line-height: 1.25;}
     [data-testid="stMetricValue"] {font-size: 1.6rem;}
     </style>""",

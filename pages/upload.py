@@ -11,6 +11,7 @@ import torch
 
 from pages._access import principal
 from pages._errors import explain, guard
+from pages._export import panel_downloads
 from pages._settings import ensure_app
 from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, display_options, map_scale,
                            result_panel)
@@ -202,18 +203,22 @@ def result_viewer(upload: UploadedSlice, res: dict) -> None:
         st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", view["cmap"]),
                     unsafe_allow_html=True)
 
-    ov_row, heat_row = [], []
-    for col, (mode, r) in zip(st.columns(len(results)), results.items()):
-        with col:
-            ov, heat = result_panel(f"**{viz.mode_label(mode)}**", image, r.maps, gt, map_name, (lo, hi), view,
-                                    channel, box, row=pd.Series(r.row(res["backend"])))
-            ov_row.append(ov)
-            heat_row.append(heat)
-    _metrics_and_downloads(upload, res, gt is not None, [ov_row, heat_row], map_name)
+    panels = []
+    per_row = min(4, max(len(results), 1))
+    items = list(results.items())
+    for start in range(0, len(items), per_row):
+        for col, (mode, r) in zip(st.columns(per_row), items[start:start + per_row]):
+            with col:
+                panels.append(result_panel(f"**{viz.mode_label(mode)}**", image, r.maps, gt, map_name, (lo, hi), view,
+                                           channel, box, row=pd.Series(r.row(res["backend"])), mode=mode))
+    _metrics_and_downloads(upload, res, gt is not None, panels, map_name, (lo, hi), view)
 
 
-def _metrics_and_downloads(upload: UploadedSlice, res: dict, has_mask: bool, grid: list, map_name: str) -> None:
+def _metrics_and_downloads(upload: UploadedSlice, res: dict, has_mask: bool, panels: list, map_name: str,
+                           scale: tuple[float, float], view: dict) -> None:
     results = res["results"]
+    panel_downloads([panels], [res["backend"]], list(results), f"{upload.slice_id}_{map_name}", "up_panels", map_name,
+                    scale, view["cmap"], view["alpha"])
     table = None
     if has_mask:
         table = pd.DataFrame([r.row(res["backend"]) for r in results.values()])
@@ -222,13 +227,9 @@ def _metrics_and_downloads(upload: UploadedSlice, res: dict, has_mask: bool, gri
         st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
                      column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f")
                                     for c in METRIC_NAMES if c in table.columns})
-    d1, d2, _ = st.columns([1, 1, 3])
     if table is not None:
-        d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
-                           mime="text/csv", icon=":material/download:", width="stretch")
-    (d1 if table is None else d2).download_button(
-        "Panels (PNG)", lambda: viz.grid_png(grid, ["prediction", map_name], [viz.mode_label(m) for m in results]),
-        file_name=f"{upload.slice_id}_{map_name}.png", mime="image/png", icon=":material/image:", width="stretch")
+        st.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
+                           mime="text/csv", icon=":material/download:", on_click="ignore")
 
 
 st.title("Your image")

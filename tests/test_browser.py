@@ -202,9 +202,55 @@ def test_deep_link_on_a_fresh_server_runs_inside_the_app(app_store, lgg_root, un
         wait_idle(page)
         nav = page.inner_text('[data-testid="stSidebarNav"]')
         assert "Set-up" in nav and "Compare a slice" in nav and "common" not in nav
-        assert slice_id in page.inner_text('[data-testid="stMain"] h3')  # the slice header
+        assert slice_id in page.inner_text('[data-testid="stMain"] h4')  # the slice header
         assert f"slice={slice_id}" in page.url
         assert not problems(page)
         ctx.close()
     finally:
         srv.stop()
+
+
+def _visible_images(page) -> list[dict]:
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"] img')]
+        .map(i => { const r = i.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, width: r.width}; })""")
+
+
+def test_compare_reads_at_a_glance_at_1280x720(server, browser, shots):
+    """A laptop / projector screen: a first row of large panels above the fold, no clipped metric text, and a
+    map that does not apply (Normal's mutual information) replaced by its reason, never an always-blank map."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = ctx.new_page()
+    page.goto(f"{server.url}/compare?map=mutual_information")
+    wait_idle(page)
+    page.screenshot(path=str(shots / "compare_1280x720_mi.png"))
+    assert not problems(page), problems(page)
+    imgs = _visible_images(page)
+    above = [i for i in imgs if i["top"] >= 0 and i["bottom"] <= 720]
+    assert len(above) >= 3, f"panels above the fold at 1280×720: {imgs[:6]}"
+    assert min(i["width"] for i in above) >= 150, f"panels too small: {above}"
+    texts = page.evaluate("""() => [...document.querySelectorAll('table.seg-m, div.seg-foot, div.seg-na')]
+        .map(e => [e.className, e.scrollWidth, e.clientWidth, e.innerText])""")
+    assert texts and any(t[0] == "seg-m" for t in texts), "no metric text in the panels"
+    clipped = [t for t in texts if t[1] > t[2]]
+    assert not clipped, f"metric text overflows its panel: {clipped}"
+    notes = [t[3] for t in texts if t[0] == "seg-na"]
+    assert notes and all("n/a" in n for n in notes), notes  # Normal (every backend): no MI map, the reason instead
+    assert len(imgs) == 12 - len(notes) or len(imgs) == 12, imgs  # n/a panels keep the anatomy with contours
+    ctx.close()
+
+
+@pytest.mark.parametrize("fmt,magic", [("SVG", b"<svg"), ("PDF", b"%PDF-")])
+def test_compare_panels_download_as_vector(server, page, fmt, magic):
+    """The visible download buttons under the panels give a real SVG / PDF (colour bar, legend, labels)."""
+    page.goto(f"{server.url}/compare")
+    wait_idle(page)
+    button = page.locator('[data-testid="stDownloadButton"] button', has_text=fmt).first
+    assert button.is_visible()
+    with page.expect_download(timeout=180_000) as info:
+        button.click()
+    data = Path(info.value.path()).read_bytes()
+    assert len(data) > 5000 and magic in data[:4096], data[:200]
+    if fmt == "SVG":
+        text = data.decode("utf-8", "replace")
+        assert "ground truth" in text and "U-Net" in text and "Entropy (bits)" in text
+    assert not problems(page)
