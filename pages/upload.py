@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -70,16 +71,48 @@ def _modes_for(cls) -> list[str]:
     return out
 
 
+def _box_keys(upload) -> list[str]:
+    return [f"up_box_{label}_{upload.slice_id}" for label in ("x0", "y0", "x1", "y1")]
+
+
+def _box_drawn(upload) -> None:
+    """The image with the box prompt: drag a box on it (Plotly box selection) to set x0, y0, x1, y1;
+    the box in the fields below is drawn on it."""
+    h, w = upload.image.shape[:2]
+    keys = _box_keys(upload)
+    fig = go.Figure(go.Image(z=viz.overlay(upload.image, None, upload.mask if upload.has_mask else None, alpha=0.3),
+                             hoverinfo="x+y"))
+    vals = [ss.get(k) for k in keys]
+    if all(v is not None for v in vals):
+        fig.add_shape(type="rect", x0=vals[0], y0=vals[1], x1=vals[2], y1=vals[3], line=dict(color="#D55E00", width=2))
+    fig.update_layout(dragmode="select", height=360, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
+                      xaxis=dict(visible=False, range=[-0.5, w - 0.5]),
+                      yaxis=dict(visible=False, range=[h - 0.5, -0.5], scaleanchor="x"))
+    event = st.plotly_chart(fig, key=f"up_boxpick_{upload.slice_id}", on_select="rerun", selection_mode="box",
+                            config={"displayModeBar": False}, width="content")
+    boxes = (event or {}).get("selection", {}).get("box") or []
+    if boxes:
+        b = boxes[-1]
+        xs = sorted(int(round(min(max(v, 0), w - 1))) for v in b["x"])
+        ys = sorted(int(round(min(max(v, 0), h - 1))) for v in b["y"])
+        drawn = [xs[0], ys[0], xs[1], ys[1]]
+        if drawn != ss.get(f"_up_drawn_{upload.slice_id}"):  # a new drag: it sets the fields (typing still wins after)
+            ss[f"_up_drawn_{upload.slice_id}"] = drawn
+            for k, v in zip(keys, drawn):
+                ss[k] = v
+            st.rerun()
+
+
 def _box_inputs(upload, margin: int = 0) -> list[float | None]:
     """Four number inputs x0, y0, x1, y1; defaults: the mask's bounding box (keys follow the upload)."""
     default = box_from_mask(upload.mask, margin) if upload.has_tumour else None
     h, w = upload.image.shape[:2]
-    cols = st.columns(4)
     out = []
-    for i, (col, label) in enumerate(zip(cols, ("x0", "y0", "x1", "y1"))):
+    for i, (col, label, key) in enumerate(zip(st.columns(4), ("x0", "y0", "x1", "y1"), _box_keys(upload))):
         hi = (w if label.startswith("x") else h) - 1
-        out.append(col.number_input(label, 0, hi, None if default is None else int(default[i]), 1,
-                                    key=f"up_box_{label}_{upload.slice_id}", placeholder="pixels"))
+        if key not in ss:
+            ss[key] = None if default is None else int(default[i])
+        out.append(col.number_input(label, 0, hi, step=1, key=key, placeholder="pixels"))
     return out
 
 
@@ -155,11 +188,19 @@ def model_choice(upload: UploadedSlice) -> None:
                               help="Samples of MC dropout, noisy and box jitter (TTA always uses its 30 transforms)")
     box = None
     if cls.needs_box:
-        st.markdown("**Box prompt** (pixels of the 256 × 256 slice; default: the mask's bounding box)")
-        vals = _box_inputs(upload)
-        box = None if any(v is None for v in vals) else vals
-        if box is None:
-            st.caption(f"{name} needs a box around the tumour: type x0, y0, x1, y1.")
+        st.markdown("**Box prompt** — drag a box around the tumour on the image, or type it (pixels of the "
+                    "256 × 256 slice; default: the mask's bounding box)")
+        b1, b2 = st.columns([1, 1.4])
+        with b1:
+            _box_drawn(upload)
+        with b2:
+            vals = _box_inputs(upload)
+            box = None if any(v is None for v in vals) else vals
+            if box is None:
+                st.caption(f"{name} needs a box around the tumour: drag one on the image or type x0, y0, x1, y1.")
+            elif box[0] >= box[2] or box[1] >= box[3]:
+                st.warning("The box needs x0 < x1 and y0 < y1.", icon=":material/warning:")
+                box = None
     st.caption(f"Runs on {_device().upper()} here; a CPU run of the sampling modes on the MedSAM family takes "
                "minutes (one encoder pass per sample).")
     # a callback, not the button's return value: it survives the rerun of ensure_app() on a cold start

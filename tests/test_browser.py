@@ -254,3 +254,45 @@ def test_compare_panels_download_as_vector(server, page, fmt, magic):
         text = data.decode("utf-8", "replace")
         assert "ground truth" in text and "U-Net" in text and "Entropy (bits)" in text
     assert not problems(page)
+
+
+def test_upload_without_a_mask_box_drawn_on_the_image(browser, lgg_root, unet_weights, tmp_path, shots):
+    """No mask, a box-prompted backend: dragging a box on the image fills x0, y0, x1, y1 and draws the box."""
+    image = lgg_root / "TCGA_CS_5396_20010302" / "TCGA_CS_5396_20010302_12.tif"
+    env = {"SEGUNC_CACHE": str(tmp_path / "store"), "SEGUNC_DATA": str(lgg_root),
+           "SEGUNC_WEIGHTS": str(unet_weights.parent), "SEGUNC_MODE": "local"}
+    srv = Server(env, tmp_path / "streamlit.log")
+    try:
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        page.goto(srv.url)
+        wait_idle(page)
+        page.goto(f"{srv.url}/upload")
+        wait_idle(page)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(image))
+        wait_idle(page)
+        page.get_by_role("combobox", name="Backend").click()
+        page.get_by_role("option", name="litemedsam").click()
+        wait_idle(page)
+        inputs = [page.get_by_label(name, exact=True) for name in ("x0", "y0", "x1", "y1")]
+        assert [i.input_value() for i in inputs] == [""] * 4  # no mask: no box yet
+        drag = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+        r = drag.bounding_box()
+        page.mouse.move(r["x"] + 0.30 * r["width"], r["y"] + 0.25 * r["height"])
+        page.mouse.down()
+        page.mouse.move(r["x"] + 0.50 * r["width"], r["y"] + 0.40 * r["height"], steps=8)
+        page.mouse.move(r["x"] + 0.60 * r["width"], r["y"] + 0.55 * r["height"], steps=8)
+        page.mouse.up()
+        page.wait_for_function("""() => ['x0', 'y0', 'x1', 'y1'].every(n =>
+            (document.querySelector(`input[aria-label="${n}"]`) || {}).value)""", timeout=60_000)
+        wait_idle(page)
+        box = [int(i.input_value()) for i in inputs]
+        assert abs(box[0] - 0.30 * 256) <= 6 and abs(box[2] - 0.60 * 256) <= 6, box
+        assert abs(box[1] - 0.25 * 256) <= 6 and abs(box[3] - 0.55 * 256) <= 6, box
+        assert page.locator('[data-testid="stPlotlyChart"] path[style*="rgb(213, 94, 0)"]').count() >= 1  # drawn
+        assert page.get_by_role("button", name="Run").is_enabled()
+        page.screenshot(path=str(shots / "upload_box_drawn.png"), full_page=True)
+        assert not problems(page), problems(page)
+        ctx.close()
+    finally:
+        srv.stop()
