@@ -111,7 +111,7 @@ def _slice_arrays(image_path: str, mask_path: str):
 
 def slice_arrays(slice_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(image H W 3 uint8, mask H W bool) of a slice in the data folder; KeyError if unknown."""
-    root = settings.data_dir()
+    root = settings.app_data_dir()
     idx = slice_index(str(root))
     row = idx[idx["slice_id"] == slice_id]
     if row.empty:
@@ -130,3 +130,14 @@ def tumour_sizes(mask_paths: tuple[str, ...]) -> list[int]:
         except SliceError:
             out.append(-1)
     return out
+
+
+def sample_notice() -> None:
+    """Say so when the app reads the shipped LGG sample (no data folder configured, none at the default)."""
+    if not settings.using_sample():
+        return
+    from segunc.data.sample import SAMPLE_LABEL
+
+    st.info(f"**Sample data** — {SAMPLE_LABEL}, because no data folder is configured (`SEGUNC_DATA`) and "
+            f"`{settings.DEFAULT_DATA}` is missing. Results on it are a demonstration, not the paper's evaluation; "
+            "get the full dataset on the Set-up page.", icon=":material/science:")

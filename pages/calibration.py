@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import reliability
+from pages._data import reliability, sample_notice
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
@@ -85,6 +85,7 @@ def _box_plots(sel: pd.DataFrame) -> None:
 
 
 st.title("Calibration")
+sample_notice()
 
 with guard("The calibration page"):
     selection = selected_results()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from pages._data import sample_notice
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
@@ -164,6 +165,7 @@ def _wilcoxon(pw: pd.DataFrame, metric: str, unit: str, alpha: float) -> None:
 
 
 st.title("Metrics")
+sample_notice()
 
 with guard("The metrics page"):
     selection = selected_results()

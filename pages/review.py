@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import metrics_frame, store, store_version
+from pages._data import metrics_frame, store, store_version, sample_notice
 from pages._errors import explain, guard
 from pages._filters import selected_results
 from pages._settings import PAGE_FILES, ensure_app
@@ -84,7 +84,7 @@ def review_selection() -> tuple[pd.DataFrame, pd.DataFrame, StoredErrors | None,
     sel = _newest(sel)
     try:
         root = settings.store_dir()
-        errs = _error_stats(str(root), store_version(root), str(settings.data_dir()), tuple(base["key"]))
+        errs = _error_stats(str(root), store_version(root), str(settings.app_data_dir()), tuple(base["key"]))
     except Exception as exc:  # noqa: BLE001 - no masks: the slice-level analyses still work
         return sel, base, None, explain(exc)
     return errs.join(sel), errs.join(base), errs, ""
@@ -258,6 +258,7 @@ def cost_beside_quality(sel: pd.DataFrame) -> None:
 
 
 st.title("Review & errors")
+sample_notice()
 
 with guard("The review page"):
     selection, every_split, errors, errors_problem = review_selection()

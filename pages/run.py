@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from pages._access import principal
-from pages._data import store
+from pages._data import store, sample_notice
 from pages._errors import explain, guard
 from pages._format import fmt_seconds
 from pages._settings import ensure_app, user_path
@@ -96,7 +96,7 @@ def _specs(backends: list[str], modes: list[str], config) -> list:
         if b in ("litemedsam", "medsam"):
             opts = {"channels": ss["run_channels"], "box_margin": int(ss["run_margin"])}
         bmodes = [m for m in modes if m != "box_jitter" or b in ("litemedsam", "medsam")]
-        out.append(JobSpec(data=str(settings.data_dir()), backend=b, modes=bmodes, split=ss["run_split"],
+        out.append(JobSpec(data=str(settings.app_data_dir()), backend=b, modes=bmodes, split=ss["run_split"],
                            all_slices=not ss["run_tumour"], limit=int(ss["run_limit"]) or None, config=config,
                            backend_options=opts, device=ss["run_device"]))
     return out
@@ -307,6 +307,7 @@ def _progress_body() -> bool:
 
 
 st.title("Run")
+sample_notice()
 st.caption("Queue sweeps of backends × modes over LGG slices. Results already in the store are reused, so a "
            "repeated or enlarged sweep only computes what is missing. A background worker runs the queue.")
 

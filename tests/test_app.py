@@ -3,6 +3,9 @@
 error box, and shows what the store holds."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,3 +229,61 @@ def test_a_failing_section_becomes_a_message(app_env, monkeypatch):
     assert len(at.error) == 1
     msg = at.error[0].value
     assert "The distributions could not be shown" in msg and "RuntimeError: figure backend exploded" in msg
+
+
+@pytest.fixture
+def sample_env(tmp_path, app_env, monkeypatch):
+    """No data folder configured and none at the default: the app falls back to the shipped sample."""
+    from segunc import settings
+
+    monkeypatch.delenv("SEGUNC_DATA", raising=False)
+    monkeypatch.setattr(settings, "DEFAULT_DATA", tmp_path / "no_default" / "kaggle_3m")
+    monkeypatch.setenv("SEGUNC_CACHE", str(tmp_path / "fresh_store"))
+    assert settings.using_sample() and settings.app_data_dir() == settings.SAMPLE_DATA
+    return tmp_path / "fresh_store"
+
+
+def test_fresh_machine_reads_the_labelled_sample(sample_env):
+    from segunc.data.sample import SAMPLE_LABEL, sample_data_dir
+
+    assert sample_data_dir() is not None
+    for page in ("home", "dataset", "run", "metrics"):
+        at = open_page(page)
+        assert_clean(at)
+        assert any("Sample data" in i.value and SAMPLE_LABEL in i.value for i in at.info), page
+    at = open_page("home")
+    data_metrics = [(m.label, m.value) for m in at.metric][:2]  # the data section's (the store's come later)
+    assert data_metrics == [("Patients", "6"), ("Slices", "42")]  # the sample, not a missing-data warning
+    assert not any("No LGG data" in w.value for w in at.warning)
+
+
+def test_quick_demo_button_queues_the_sample_sweeps(sample_env, monkeypatch):
+    import segunc.runner.jobs as jobs
+    from segunc import settings
+    from segunc.runner.quick import QUICK_SAMPLES, QUICK_SLICES
+    from segunc.store import ResultStore
+
+    started = []
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: started.append(a) or True)
+    at = open_page("home")
+    assert_clean(at)
+    btn = at.button(key="home_demo")
+    assert not btn.disabled
+    btn.click().run()
+    assert_clean(at)
+    assert started, "the quick demo did not ask for a worker"
+    queued = jobs.list_jobs(ResultStore(sample_env)).set_index("job_id")
+    assert sorted(queued["backend"]) == ["litemedsam", "unet"]  # LiteMedSAM ships; the U-Net's weights are found
+    assert set(at.session_state["home_demo_jobs"]) == set(queued.index)
+    from segunc.store import jobs as job_table
+
+    for job_id in queued.index:
+        spec = jobs.JobSpec.from_dict(json.loads(job_table.job_spec_json(ResultStore(sample_env).con, job_id)))
+        assert Path(spec.data).resolve() == settings.SAMPLE_DATA.resolve()
+        assert spec.split == "val" and spec.limit == QUICK_SLICES and spec.spread
+        assert spec.pipeline_config().samples == QUICK_SAMPLES
+        assert spec.mode_list() == MODES
+        st_ = jobs.job_status(ResultStore(sample_env), job_id)
+        assert st_["state"] == "queued" and st_["total"] == QUICK_SLICES
+    assert at.button(key="home_demo").disabled  # not clickable twice
+    assert len(at.get("progress")) == 2
