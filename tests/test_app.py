@@ -183,6 +183,7 @@ def test_run_page_queues_a_job(app_env, app_store, monkeypatch):
     assert_clean(at)
     at.number_input(key="run_T").set_value(SAMPLES)
     at.number_input(key="run_limit").set_value(N_SLICES)
+    at.toggle(key="run_spread").set_value(False)  # the fixture's sweep takes the first N
     at.multiselect(key="run_backends").set_value(["unet"])
     at.run()
     cost = at.dataframe[0].value
@@ -287,3 +288,53 @@ def test_quick_demo_button_queues_the_sample_sweeps(sample_env, monkeypatch):
         assert st_["state"] == "queued" and st_["total"] == QUICK_SLICES
     assert at.button(key="home_demo").disabled  # not clickable twice
     assert len(at.get("progress")) == 2
+
+
+def test_run_page_spreads_slices_over_patients_and_says_how_many(app_env, lgg_root):
+    from segunc.runner.sweep import select_slices
+
+    at = open_page("run")
+    assert_clean(at)
+    assert at.toggle(key="run_spread").value is True  # the default: spread, like the CLI's --spread
+    at.number_input(key="run_limit").set_value(12)
+    at.multiselect(key="run_backends").set_value(["unet"])
+    at.run()
+    assert_clean(at)
+    cost = at.dataframe[0].value
+    spread = select_slices(lgg_root, "val", limit=12, spread=True)
+    first = select_slices(lgg_root, "val", limit=12)
+    n_pat = len({r.patient_id for r in spread})
+    assert n_pat > len({r.patient_id for r in first})  # spreading reaches more patients than the first 12
+    assert cost.loc[0, "slices"] == 12 and cost.loc[0, "patients"] == n_pat
+    assert any(f"from **{n_pat} patient(s)**" in c.value for c in at.caption)
+
+
+def test_run_page_refuses_an_empty_split(app_env):
+    at = open_page("run")
+    at.selectbox(key="run_split").set_value("test")  # the shared LGG folder has no test patients
+    at.multiselect(key="run_backends").set_value(["unet"])
+    at.run()
+    assert not at.exception
+    assert any("**test** split" in w.value and "nothing to queue" in w.value for w in at.warning)
+    assert at.button(key="run_queue").disabled
+
+
+def test_run_page_queue_is_not_clickable_twice(tmp_path, app_env, monkeypatch):
+    import segunc.runner.jobs as jobs
+    from segunc.store import ResultStore
+
+    monkeypatch.setenv("SEGUNC_CACHE", str(tmp_path / "store"))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda *a, **k: True)  # nothing runs: the job stays queued
+    at = open_page("run")
+    at.number_input(key="run_T").set_value(2)
+    at.number_input(key="run_limit").set_value(2)
+    at.multiselect(key="run_backends").set_value(["unet"])
+    at.run()
+    assert not at.button(key="run_queue").disabled
+    at.button(key="run_queue").click().run()
+    assert_clean(at)
+    queued = jobs.list_jobs(ResultStore(tmp_path / "store"))
+    assert len(queued) == 1 and queued.loc[0, "state"] == "queued"
+    assert at.button(key="run_queue").disabled  # the same sweep is pending
+    assert any("now" not in m.value and "queued" in m.value for m in at.markdown)
+    assert len(at.get("progress")) == 1
