@@ -157,7 +157,8 @@ def require_access():
         return None
     if cfg.read_only:
         root = settings.store_dir()
-        label = snapshot_label(root)
+        label = snapshot_label(root)  # text from the snapshot's manifest: shown literally, never as Markdown
+        label = "".join("\\" + c if c in "\\`*_{}[]()#+-.!|<>$~:" else c for c in label) if label else None
         st.info(f"**Demo (read-only)** — results from snapshot {label or f'in `{root}`'}. Nothing is "
                 "computed, queued, uploaded or downloaded here.", icon=":material/lock:")
     return who

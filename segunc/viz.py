@@ -25,7 +25,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, ece_from_bins
-from .analysis.stats import METRIC_LABELS, order_backends, order_modes
+from .analysis.stats import METRIC_LABELS, MODE_LABELS, mode_label, order_backends, order_modes
 
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
@@ -41,8 +41,6 @@ _OKABE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0
 BACKEND_COLORS = {"unet": "#0072B2", "litemedsam": "#E69F00", "medsam": "#009E73", "universeg": "#CC79A7"}
 MODE_COLORS = {"normal": "#555555", "mc_dropout": "#0072B2", "tta": "#E69F00", "noisy": "#009E73",
                "box_jitter": "#F0E442", "fusion": "#D55E00", "crf": "#CC79A7"}
-MODE_LABELS = {"normal": "Normal", "mc_dropout": "MC dropout", "tta": "TTA", "noisy": "Noisy",
-               "box_jitter": "Box jitter", "fusion": "Fusion", "crf": "CRF"}
 #: uncertainty maps a user can pick, with their theoretical ranges (binary probabilities, entropy in bits)
 MAP_LABELS = {"entropy": "Entropy (bits)", "variance": "Variance", "mutual_information": "Mutual information (bits)",
               "expected_entropy": "Expected entropy (bits)", "mean": "Foreground probability"}
@@ -55,8 +53,6 @@ _TEMPLATE = go.layout.Template(layout=dict(paper_bgcolor="white", plot_bgcolor="
                                            colorway=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]))
 
 
-def mode_label(mode: str) -> str:
-    return MODE_LABELS.get(mode, mode)
 
 
 def _color(table: Mapping[str, str], name: str, i: int) -> str:

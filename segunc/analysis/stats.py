@@ -344,6 +344,13 @@ def _fmt(v: float, digits: int) -> str:
 
 #: display names of backends in tables and figures (unknown ones are shown as they are)
 BACKEND_LABELS = {"unet": "U-Net", "litemedsam": "LiteMedSAM", "medsam": "MedSAM", "universeg": "UniverSeg"}
+MODE_LABELS = {"normal": "Normal", "mc_dropout": "MC dropout", "tta": "TTA", "noisy": "Noisy",
+               "box_jitter": "Box jitter", "fusion": "Fusion", "crf": "CRF"}
+
+
+def mode_label(mode: str) -> str:
+    """Display name of a mode (``mc_dropout`` → ``MC dropout``); unknown modes as they are."""
+    return MODE_LABELS.get(mode, mode)
 
 
 def backend_label(backend: str) -> str:
@@ -362,8 +369,6 @@ def to_latex(desc: pd.DataFrame, metrics: Sequence[str] | None = None, stat: str
     ``bold_best`` the best central value of each metric within each backend is bold (direction from
     :data:`segunc.metrics.HIGHER_IS_BETTER`). Needs ``\usepackage{booktabs,graphicx,makecell}``.
     """
-    from .viz import mode_label
-
     if stat not in ("median_iqr", "mean_ci"):
         raise ValueError(f"stat must be 'median_iqr' or 'mean_ci', got {stat!r}")
     if desc.empty:
