@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import Server, browser, problems, wait_idle  # noqa: F401
+from tests.test_browser import Server, browser, problems, screenshot, wait_idle  # noqa: F401
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
@@ -76,8 +76,8 @@ def test_demo_from_a_snapshot_without_data(demo_server, browser, tmp_path):  # n
     for href in links:
         page.goto(href if href.startswith("http") else f"{demo_server.url}/{href.lstrip('/')}")
         wait_idle(page)
-        name = href.rstrip("/").rsplit("/", 1)[-1] or "root"
-        page.screenshot(path=str(shots / f"demo_{name}.png"), full_page=True)
+        name = href.split("://", 1)[-1].rstrip("/").partition("/")[2].split("?")[0] or "overview"
+        screenshot(page, shots / f"demo_{name}.png")  # the whole page (the viewport grows to fit it)
         assert not problems(page), (href, problems(page))
         if name == "compare":
             assert page.query_selector_all('[data-testid="stMain"] [data-testid="stImage"] img'), "no slice shown"
