@@ -131,9 +131,14 @@ def slice_correlation(sel: pd.DataFrame, scores: list[str]) -> None:
     wide = wide.reindex(columns=scores).rename(columns=SCORE_LABELS).reset_index()
     st.dataframe(_shown(wide), hide_index=True, width="stretch", height=min(38 + 35 * len(wide), 460), key="rv_rho",
                  column_config={SCORE_LABELS.get(s, s): st.column_config.NumberColumn(format="%+.3f") for s in scores})
-    st.caption("Spearman ρ between a slice's mean uncertainty and 1 − Dice (ρ > 0: more uncertain slices "
-               "are worse); empty where the score is constant or there are fewer than 3 slices. "
-               "p-values and n are in the CSV.")
+    finite = rho["rho"].dropna()
+    typical = float(finite.median()) if len(finite) else None
+    st.caption(stats.spearman_sign_note(typical, "a slice's mean uncertainty")
+               + (" (ρ quoted: the median over the rows shown.)" if typical is not None else "")
+               + " Empty where the score is constant or there are fewer than 3 slices; p-values and n are in the CSV.")
+    if len(finite) and (finite < 0).all():
+        st.warning("ρ is negative in every row: on these slices, higher uncertainty goes with *better* "
+                   "segmentations, so these scores cannot rank slices for review.", icon=":material/info:")
     st.download_button("Spearman ρ (CSV)", rho.to_csv(index=False), file_name="segunc_spearman.csv",
                        mime="text/csv", icon=":material/download:")
 
@@ -183,6 +188,8 @@ def review_queue(sel: pd.DataFrame, base: pd.DataFrame, scores: list[str]) -> No
                f"is the largest that catches ≥ {target:.0%} of the bad slices (Dice < {bad:g}) — {out.scheme}.")
     if out.note:
         st.warning(out.note[:1].upper() + out.note[1:] + ".", icon=":material/info:")
+    if out.caution:
+        st.warning(f"**Few patients.** {out.caution}", icon=":material/group_off:")
     if out.evaluation is not None:
         _queue_table(out.evaluation, score, backend, mode, split)
     elif out.calibration is None:
@@ -216,12 +223,15 @@ def decomposition(sel: pd.DataFrame) -> None:
     """Total entropy split into aleatoric (expected entropy) and epistemic (mutual information)."""
     dec = decomposition_summary(sel)
     st.plotly_chart(viz.decomposition_figure(dec), width="stretch", key="rv_dec_fig", config={"displaylogo": False})
-    cols = ["backend", "mode", "n", "aleatoric_image_mean", "epistemic_image_mean", "epistemic_share_median"]
-    st.dataframe(_shown(dec[cols]), hide_index=True, width="stretch", key="rv_dec", height=38 + 35 * len(dec),
-                 column_config={
-                     "aleatoric_image_mean": st.column_config.NumberColumn("aleatoric (bits)", format="%.5f"),
-                     "epistemic_image_mean": st.column_config.NumberColumn("epistemic (bits)", format="%.5f"),
-                     "epistemic_share_median": st.column_config.NumberColumn("epistemic share (median)", format="%.3f")})
+    num = ["aleatoric_image_mean", "epistemic_image_mean", "epistemic_share_median"]
+    shown = dec[["backend", "mode", "n", *num, "note"]].copy()
+    for c, fmt in zip(num, ("{:.5f}", "{:.5f}", "{:.3f}")):  # a decomposition that does not apply shows n/a
+        shown[c] = [fmt.format(v) if pd.notna(v) else "n/a" for v in shown[c]]
+    shown["note"] = shown["note"].fillna("")
+    st.dataframe(_shown(shown), hide_index=True, width="stretch", key="rv_dec", height=38 + 35 * len(dec),
+                 column_config={"aleatoric_image_mean": "aleatoric (bits)", "epistemic_image_mean": "epistemic (bits)",
+                                "epistemic_share_median": "epistemic share (median)",
+                                "note": st.column_config.TextColumn("why n/a", width="large")})
     st.caption("Total predictive entropy H(ȳ) = expected entropy E[H(yₜ)] (aleatoric: noise every sample sees) "
                "+ mutual information I (epistemic: disagreement between samples); image means over slices. "
                "A single pass has I = 0; for CRF the entropy is recomputed after refinement.")

@@ -290,7 +290,7 @@ def refuse_non_runners() -> None:
 
 
 #: seconds between progress refreshes while a job is queued or running (each re-reads only those job rows)
-POLL_S = 3.0
+POLL_S = 5.0
 
 
 def job_list() -> None:

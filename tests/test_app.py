@@ -338,3 +338,68 @@ def test_run_page_queue_is_not_clickable_twice(tmp_path, app_env, monkeypatch):
     assert at.button(key="run_queue").disabled  # the same sweep is pending
     assert any("now" not in m.value and "queued" in m.value for m in at.markdown)
     assert len(at.get("progress")) == 1
+
+
+@pytest.fixture
+def uneven_store(tmp_path, app_env, app_store, monkeypatch):
+    """A copy of the fixture store where U-Net TTA lacks one slice: the modes cover different slices."""
+    import shutil
+    import sqlite3
+
+    root = tmp_path / "uneven"
+    shutil.copytree(app_store, root, ignore=shutil.ignore_patterns("locks", "logs"))
+    df = store_frame(app_store)
+    gone = sorted(df["slice_id"].unique())[0]
+    con = sqlite3.connect(root / "store.sqlite")
+    keys = [r[0] for r in con.execute("SELECT key FROM results WHERE backend = 'unet' AND mode = 'tta' AND slice_id = ?",
+                                      (gone,))]
+    assert keys
+    con.executemany("DELETE FROM run_results WHERE key = ?", [(k,) for k in keys])
+    con.executemany("DELETE FROM results WHERE key = ?", [(k,) for k in keys])
+    con.commit()
+    con.close()
+    monkeypatch.setenv("SEGUNC_CACHE", str(root))
+    return root, gone
+
+
+def test_result_pages_default_to_the_latest_runs_slices(app_env):
+    at = open_page("metrics")
+    assert_clean(at)
+    assert at.selectbox(key="f_split").value == "latest run"
+    assert not any("cover different slices" in w.value for w in at.warning)
+
+
+def test_metrics_warns_when_modes_cover_different_slices_and_can_restrict(uneven_store):
+    root, gone = uneven_store
+    at = open_page("metrics")
+    assert not at.exception
+    warn = [w.value for w in at.warning if "cover different slices" in w.value]
+    assert warn and f"unet TTA {N_SLICES - 1}" in warn[0]
+    assert any(f"{len(MODES) * 2 * N_SLICES - 1:,} results" in c.value for c in at.caption)
+    at.toggle(key="f_common").set_value(True).run()
+    assert_clean(at)
+    assert not any("cover different slices" in w.value for w in at.warning)
+    assert any(f"{len(MODES) * 2 * (N_SLICES - 1):,} results · {N_SLICES - 1:,} slices" in c.value for c in at.caption)
+
+
+def test_metrics_box_plots_name_n_per_box_and_the_report_command(uneven_store):
+    at = open_page("metrics", state={"m_metric": "dice"})
+    assert not at.exception
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    ticks = fig["layout"]["xaxis"]["ticktext"]
+    assert f"n = {N_SLICES - 1} · {N_SLICES}" in next(t for t in ticks if t.startswith("TTA"))  # unet · litemedsam
+    assert f"n = {N_SLICES} · {N_SLICES}" in next(t for t in ticks if t.startswith("Normal"))
+    assert any("python -m segunc report" in c.value for c in at.caption)
+
+
+def test_tests_on_few_patients_carry_a_caution(app_env, app_store):
+    from segunc.analysis import stats
+
+    df = store_frame(app_store)
+    n_pat = df["patient_id"].nunique()
+    assert n_pat < stats.MIN_PATIENTS  # the fixture's slices come from few patients
+    at = open_page("metrics", state={"metrics_tab": "Significance tests"})
+    assert_clean(at)
+    caution = stats.few_patients_caution(n_pat, "This Friedman test")
+    assert any(caution in w.value for w in at.warning)
+    assert any("This Wilcoxon test rests on" in w.value for w in at.warning)
