@@ -403,3 +403,25 @@ def test_tests_on_few_patients_carry_a_caution(app_env, app_store):
     caution = stats.few_patients_caution(n_pat, "This Friedman test")
     assert any(caution in w.value for w in at.warning)
     assert any("This Wilcoxon test rests on" in w.value for w in at.warning)
+
+
+def test_review_explains_rho_cautions_and_shows_na(app_env, app_store):
+    from segunc.analysis import decomposition_summary
+
+    at = open_page("review")
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "Spearman ρ is the rank correlation" in captions and "−1 the reverse" in captions
+
+    at = open_page("review", state={"rv_tab": "Aleatoric vs epistemic"})
+    assert not at.exception
+    dec = next(d.value for d in at.dataframe if "note" in d.value.columns)
+    crf = dec[dec["mode"].astype(str).str.contains("CRF", case=False)]
+    assert len(crf) == 2 and (crf["aleatoric_image_mean"] == "n/a").all()  # never a number for the CRF row
+    assert crf["note"].str.startswith("n/a").all()
+    ref = decomposition_summary(store_frame(app_store))
+    assert ref.loc[ref["mode"] == "crf", "aleatoric_image_mean"].isna().all()
+
+    at = open_page("review", state={"rv_tab": "Review queue"})
+    assert not at.exception
+    assert any("This review threshold rests on" in w.value for w in at.warning), [w.value for w in at.warning]
