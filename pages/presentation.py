@@ -9,6 +9,7 @@ import streamlit as st
 
 from pages._data import load_maps, metrics_frame, runs
 from pages._errors import guard
+from pages._export import chart_downloads
 from pages._settings import PAGE_FILES, ensure_app
 from pages._viewer import CHANNEL_NAMES, VIEW_MAPS, contour_legend_html, stored_slice_arrays
 from segunc import settings, viz
@@ -42,6 +43,18 @@ def holdings(ov: dict) -> None:
     if m:
         st.text("Snapshot: " + " · ".join(f"{k} {m[k]}" for k in ("created_at", "host", "source", "segunc_version",
                                                                   "pipeline_version") if m.get(k)))
+
+
+def dice_at_a_glance(df) -> None:
+    """Dice per mode and backend (every stored slice), downloadable for a thesis or slides."""
+    st.subheader("Dice at a glance", divider="gray")
+    n = df.groupby(["backend", "mode"])["slice_id"].nunique()
+    st.caption(f"Every stored result: {n.min()}–{n.max()} slices per backend × mode. The Metrics page compares "
+               "like with like (common slices, tests, cautions)." if n.min() != n.max()
+               else f"Every stored result: {n.min()} slices per backend × mode.")
+    fig = viz.distribution_figure(df, "dice", "box", height=380)
+    st.plotly_chart(fig, width="stretch", key="pres_dice")
+    chart_downloads(fig, "segunc_dice_overview", "pres_dice_dl")
 
 
 def settings_used(ov: dict) -> None:
@@ -107,5 +120,7 @@ with guard("The overview"):
     holdings(overview)
 with guard("The slice view"):
     slice_view(frame)
+with guard("The Dice chart"):
+    dice_at_a_glance(frame)
 with guard("The settings"):
     settings_used(overview)

@@ -25,7 +25,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, ece_from_bins
-from .analysis.stats import METRIC_LABELS, MODE_LABELS, mode_label, order_backends, order_modes
+from .analysis.stats import BACKEND_LABELS, METRIC_LABELS, MODE_LABELS, mode_label, order_backends, order_modes
 
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
@@ -275,7 +275,7 @@ def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points
         color = _color(BACKEND_COLORS, backend, i)
         hover = (f"<b>%{{customdata[1]}}</b><br>{backend} · %{{customdata[4]}}<br>"
                  f"{hover_name} = %{{y:.4f}}<extra></extra>")
-        style = dict(name=backend, legendgroup=backend, hovertemplate=hover,
+        style = dict(name=BACKEND_LABELS.get(backend, backend), legendgroup=backend, hovertemplate=hover,
                      marker=dict(color=color, size=5, opacity=0.75), line=dict(color=color))
         if kind == "box" and big:  # the outlier trace shares the box's slot (offsetgroup)
             style["offsetgroup"] = backend
@@ -385,7 +385,7 @@ def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece
         for i, backend in enumerate(order_backends(d["backend"])):
             g = d[d["backend"] == backend]
             g = g.set_index("mode").reindex([m for m in modes if m in set(g["mode"])])
-            fig.add_trace(go.Bar(x=[mode_label(m) for m in g.index], y=g["mean"], name=backend, legendgroup=backend,
+            fig.add_trace(go.Bar(x=[mode_label(m) for m in g.index], y=g["mean"], name=BACKEND_LABELS.get(backend, backend), legendgroup=backend,
                                  showlegend=c == 1, marker_color=_color(BACKEND_COLORS, backend, i),
                                  error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["mean"],
                                               arrayminus=g["mean"] - g["ci_low"], thickness=1.2, width=3),

@@ -84,3 +84,23 @@ def test_demo_from_a_snapshot_without_data(demo_server, browser, tmp_path):  # n
             assert "TCGA_" in page.inner_text('[data-testid="stMain"] h4')
     assert not errors, errors
     ctx.close()
+
+
+@pytest.mark.parametrize("fmt,magic", [("SVG", b"<svg"), ("PDF", b"%PDF-")])
+def test_demo_chart_downloads_as_vector(demo_server, browser, fmt, magic):  # noqa: F811
+    """The Overview's chart has visible SVG / PDF buttons that give real files (with its legend), in demo mode."""
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+    page = ctx.new_page()
+    page.goto(demo_server.url)
+    wait_idle(page)
+    button = page.locator('[data-testid="stDownloadButton"] button', has_text=fmt).first
+    button.scroll_into_view_if_needed()
+    assert button.is_visible()
+    with page.expect_download(timeout=180_000) as info:
+        button.click()
+    data = Path(info.value.path()).read_bytes()
+    assert len(data) > 2000 and magic in data[:4096], data[:200]
+    if fmt == "SVG":
+        assert b"U-Net" in data and b"MC dropout" in data  # legend and display labels, not identifiers
+    assert not problems(page)
+    ctx.close()
