@@ -51,7 +51,7 @@ def no_results(message: str = "The results store is empty.") -> None:
 def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> pd.DataFrame:
     """Sidebar filters (runs, backends, modes, split) shared by the result pages; returns the selection."""
     with st.sidebar:
-        st.subheader("Results")
+        st.subheader("Filters")
         rr = runs()
         if len(rr) > 1:
             labels = {r.run_id: run_label(r) for r in rr.itertuples()}

@@ -22,6 +22,9 @@ from segunc.runner.quick import QUICK_SAMPLES, quick_demo_specs
 
 ensure_app()
 
+#: the LGG dataset's size, said the same way everywhere (CLI, docs/downloads.md)
+LGG_SIZE = F.ASSETS["lgg"].size_text
+
 PIPELINE_DOT = """
 digraph G {{
   rankdir=LR; bgcolor="transparent"; nodesep=0.25; ranksep=0.35;
@@ -75,7 +78,7 @@ def _fetch_one(name: str) -> None:
     log: list[str] = []
     try:
         if name == "lgg":
-            bar.progress(0.0, text="lgg: downloading through kagglehub (~0.7 GB; no progress until it is unpacked)…")
+            bar.progress(0.0, text=f"lgg: downloading through kagglehub ({LGG_SIZE}; no progress until it is unpacked)…")
             F.fetch_lgg(settings.data_dir(), log=log.append, offline=offline())
         else:
             F.fetch_weights(name, settings.weights_dir(), progress=progress, log=log.append, offline=offline())
@@ -138,7 +141,8 @@ def downloads_section() -> None:
     for name in missing:
         a, s = F.ASSETS[name], stat[name]
         with st.container(border=True):
-            size = f" · needs ~{F.human_size(a.approx_bytes)} of disk" if a.approx_bytes else ""
+            size = (f" · {LGG_SIZE}" if name == "lgg" else
+                    f" · needs ~{F.human_size(a.approx_bytes)} of disk" if a.approx_bytes else "")
             st.markdown(f"**{name}** — {a.title}{size}  \nInto `{s['path']}`")
             st.markdown(f"Licence: {a.licence} [Terms]({a.licence_url})")
             if name == "lgg":
@@ -281,8 +285,8 @@ def data_section() -> None:
 def _no_data(root: Path, exc: Exception) -> None:
     st.warning(f"No LGG data at `{root}`. {explain(exc)}", icon=":material/folder_off:")
     st.markdown("**To get it**, run this in the repository folder (it needs your Kaggle API credentials: "
-                "`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` and `KAGGLE_KEY`; ~0.7 GB download; "
-                "CC BY-NC-SA 4.0 licence):")
+                "`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` and `KAGGLE_KEY`; "
+                f"{LGG_SIZE}; CC BY-NC-SA 4.0 licence):")
     st.code("python -m segunc fetch lgg", language="bash")
     st.markdown("or, if you already have the *LGG MRI Segmentation* dataset (Buda et al. 2019, Kaggle "
                 "`mateuszbuda/lgg-mri-segmentation`), point the app at its `kaggle_3m` folder and restart it:")

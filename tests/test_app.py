@@ -425,3 +425,23 @@ def test_review_explains_rho_cautions_and_shows_na(app_env, app_store):
     at = open_page("review", state={"rv_tab": "Review queue"})
     assert not at.exception
     assert any("This review threshold rests on" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_lgg_size_is_said_one_way(tmp_path, app_env, monkeypatch):
+    from segunc import fetch
+
+    size = fetch.ASSETS["lgg"].size_text
+    assert "0.7 GB" in size and "3 GB" in size  # the archive and the unpacked folders (see fetch.ASSETS)
+    docs = (APP.parent / "docs" / "downloads.md").read_text()
+    assert size in docs and "~1 GB" not in docs
+    monkeypatch.setenv("SEGUNC_DATA", str(tmp_path / "no_such_folder"))
+    at = open_page("home")
+    text = " ".join(m.value for m in at.markdown)
+    assert size in text and "GB download;" not in text
+
+
+def test_sidebar_has_one_results_heading(app_env):
+    at = open_page("metrics")
+    assert_clean(at)
+    assert "Results" not in [h.value for h in at.sidebar.subheader]
+    assert "Filters" in [h.value for h in at.sidebar.subheader]
