@@ -308,7 +308,7 @@ def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points
     else:
         fig.update_layout(violinmode="group")
     _layout(fig, height, title)
-    fig.update_layout(clickmode="event+select", dragmode="zoom")
+    fig.update_layout(clickmode="event+select", dragmode="zoom", showlegend=True)  # a lone backend is named too
     return fig
 
 
