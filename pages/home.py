@@ -220,7 +220,7 @@ def quick_demo_section() -> None:
                    f"(store `{settings.store_dir()}`).", icon=":material/warning:")
     if jobs:
         live = any(job_status(store(), j)["state"] in ("queued", "running") for j in jobs)
-        (st.fragment(run_every=5.0)(_demo_progress) if live else _demo_progress)(jobs, live)
+        (st.fragment(run_every=10.0)(_demo_progress) if live else _demo_progress)(jobs, live)
 
 
 def _demo_progress(jobs: dict[str, str], live: bool) -> None:

@@ -289,8 +289,9 @@ def refuse_non_runners() -> None:
         st.stop()
 
 
-#: seconds between progress refreshes while a job is queued or running (each re-reads only those job rows)
-POLL_S = 5.0
+#: seconds between progress refreshes while a job is queued or running (each re-reads only those job rows;
+#: a slice takes tens of seconds on a CPU, and each refresh costs ~0.25 CPU s of the app server)
+POLL_S = 10.0
 
 
 def job_list() -> None:
