@@ -18,7 +18,7 @@ from segunc.backends import BACKENDS, found_weights
 from segunc.config import PipelineConfig, defaults_table
 from segunc.analysis.stats import order_modes
 from segunc.runner.jobs import ensure_worker, estimate_cost, job_status, submit_job
-from segunc.runner.quick import QUICK_SAMPLES, quick_demo_specs
+from segunc.runner.quick import QUICK_SAMPLES, QUICK_TTA, quick_demo_specs
 
 ensure_app()
 
@@ -206,8 +206,9 @@ def quick_demo_section() -> None:
     if n == 0:
         st.caption(f"The quick demo needs val tumour slices; {where} has none.")
         return
-    st.markdown(f"**{' and '.join(s.backend for s in specs)}** × the six modes (T = {QUICK_SAMPLES}) on {n} val "
-                f"tumour slices spread over the patients of {where}"
+    n_tta = len(QUICK_TTA["tta_flips"]) * len(QUICK_TTA["tta_scales"]) * len(QUICK_TTA["tta_intensities"])
+    st.markdown(f"**{' and '.join(s.backend for s in specs)}** × the six modes (T = {QUICK_SAMPLES}, {n_tta} TTA "
+                f"transforms: lighter than the paper's 30) on {n} val tumour slices spread over the patients of {where}"
                 + (f" — about {fmt_seconds(seconds)} of compute" if seconds else " — already computed") + "; then "
                 "every result page is filled. Runs in the background: you may leave this page.")
     jobs = ss.get("home_demo_jobs")
