@@ -61,13 +61,13 @@ def display_options(prefix: str, container=None) -> dict:
     return {"show": show, "zoom": zoom, "shared_max": scale.startswith("max"), "cmap": cmap, "alpha": alpha}
 
 
-def contour_legend_html() -> str:
-    """Legend of the contours drawn by :func:`segunc.viz.heat_overlay`."""
+def contour_legend_html(truth: bool = True) -> str:
+    """Legend of the contours drawn by :func:`segunc.viz.heat_overlay` (the prediction's alone without a truth)."""
     t, p = (f"rgb{viz.CONTOUR_COLORS[k]}" for k in ("truth", "pred"))
     return ('<div style="font-size:0.85rem;margin:0.2rem 0 0.4rem 0">'
-            f'<span style="display:inline-block;width:22px;border-top:3px solid {t};vertical-align:middle;'
-            'margin-right:6px"></span>ground truth &nbsp; '
-            f'<span style="display:inline-block;width:22px;border-top:3px dashed {p};vertical-align:middle;'
+            + (f'<span style="display:inline-block;width:22px;border-top:3px solid {t};vertical-align:middle;'
+               'margin-right:6px"></span>ground truth &nbsp; ' if truth else "")
+            + f'<span style="display:inline-block;width:22px;border-top:3px dashed {p};vertical-align:middle;'
             'margin-right:6px"></span>prediction</div>')
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -14,8 +15,8 @@ from pages._access import principal
 from pages._errors import explain, guard
 from pages._export import panel_downloads
 from pages._settings import ensure_app
-from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, display_options, map_scale,
-                           result_panel)
+from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, contour_legend_html,
+                           display_options, map_scale, result_panel)
 from segunc import settings, viz
 from segunc.analysis.stats import METRIC_LABELS
 from segunc.backends import BACKENDS, box_from_mask
@@ -229,23 +230,32 @@ def result_viewer(upload: UploadedSlice, res: dict) -> None:
     gt = upload.mask if upload.has_mask else None
     maps = {m: r.maps for m, r in results.items()}
     lo, hi = map_scale(maps.values(), map_name, view["shared_max"])
-    box = viz.crop_box([upload.mask, *[m["mask"] for m in maps.values()]], upload.mask.shape) if view["zoom"] \
+    prompt = np.zeros(upload.mask.shape, bool)
+    if res["box"]:
+        prompt[res["box"][1]:res["box"][3] + 1, res["box"][0]:res["box"][2] + 1] = True
+    box = viz.crop_box([upload.mask, prompt, *[m["mask"] for m in maps.values()]], upload.mask.shape) if view["zoom"] \
         else (0, image.shape[0], 0, image.shape[1])
 
     h1, h2 = st.columns([1, 3])
     with h1:
-        st.image(viz.crop(viz.overlay(image, None, gt, alpha=0.35, channel=channel), box),
-                 caption=f"{CHANNEL_NAMES[channel]}" + (" + your mask" if gt is not None else ""), width="stretch")
+        shown = viz.overlay(image, None, gt, alpha=0.35, channel=channel)
+        if res["box"]:  # the box prompt the run used, in the prediction contour's colour
+            x0, y0, x1, y1 = res["box"]
+            for sl in (np.s_[y0, x0:x1 + 1], np.s_[y1, x0:x1 + 1], np.s_[y0:y1 + 1, x0], np.s_[y0:y1 + 1, x1]):
+                shown[sl] = viz.CONTOUR_COLORS["pred"]
+        st.image(viz.crop(shown, box), width="stretch",
+                 caption=f"{CHANNEL_NAMES[channel]}" + (" + your mask" if gt is not None else "")
+                 + (" + box prompt" if res["box"] else ""))
     with h2:
         st.markdown(f"### {upload.name}\n" + (f"Mask **{upload.mask_name}** · tumour **{int(upload.mask.sum()):,} px**"
                                               if gt is not None else "No mask: the prediction alone, no metrics."))
-        if gt is not None:
-            st.markdown(viz.legend_html(), unsafe_allow_html=True)
+        st.markdown(contour_legend_html(truth=gt is not None)
+                    + (viz.legend_html() if gt is not None and view["show"] != "heat" else ""), unsafe_allow_html=True)
         st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", view["cmap"]),
                     unsafe_allow_html=True)
 
     panels = []
-    per_row = min(4, max(len(results), 1))
+    per_row = 4 if len(results) > 3 else 3  # panels keep the Compare page's size, one mode or many
     items = list(results.items())
     for start in range(0, len(items), per_row):
         for col, (mode, r) in zip(st.columns(per_row), items[start:start + per_row]):

@@ -293,6 +293,14 @@ def test_upload_without_a_mask_box_drawn_on_the_image(browser, lgg_root, unet_we
         assert page.get_by_role("button", name="Run").is_enabled()
         page.screenshot(path=str(shots / "upload_box_drawn.png"), full_page=True)
         assert not problems(page), problems(page)
+        page.get_by_role("button", name="Run").click()  # LiteMedSAM, Normal: one pass with the drawn box
+        page.wait_for_selector("text=Download the panels", timeout=240_000)
+        wait_idle(page)
+        main = page.inner_text('[data-testid="stMain"]')
+        assert "box prompt" in main and f"box ({box[0]}, {box[1]}, {box[2]}, {box[3]})" in main, main[-800:]
+        assert len(page.query_selector_all('[data-testid="stMain"] [data-testid="stImage"] img')) >= 2
+        screenshot(page, shots / "upload_result.png")
+        assert not problems(page), problems(page)
         ctx.close()
     finally:
         srv.stop()
