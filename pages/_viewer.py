@@ -103,6 +103,9 @@ def result_panel(title: str, image: np.ndarray, maps: dict | None, gt: np.ndarra
             if note:
                 st.markdown(f"<div class='seg-na'>{viz.MAP_LABELS[map_name]}: n/a ({note})</div>",
                             unsafe_allow_html=True)
+            elif mode and viz.map_origin(mode, map_name):
+                st.markdown(f"<div class='seg-na'>{viz.MAP_LABELS[map_name]}: {viz.map_origin(mode, map_name)}</div>",
+                            unsafe_allow_html=True)
             caption = f"Dice {row['dice']:.3f}" if row is not None and "dice" in row and pd.notna(row["dice"]) else ""
             panel = Panel(image=viz.crop(viz.to_rgb(image, channel), box),
                           heat=None if heat is None else viz.crop(np.asarray(heat, np.float32), box),

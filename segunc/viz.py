@@ -31,7 +31,7 @@ __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
            "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label",
            "grid_png", "box_stats", "risk_coverage_figure", "decomposition_figure", "cost_quality_figure", "log_ticks",
-           "heat_overlay", "map_note", "CONTOUR_COLORS"]
+           "heat_overlay", "map_note", "map_origin", "CONTOUR_COLORS"]
 
 #: Okabe-Ito colours for the three outcomes of a prediction against the ground truth
 OUTCOME_COLORS = {"TP": (240, 228, 66), "FP": (213, 94, 0), "FN": (86, 180, 233)}
@@ -179,6 +179,14 @@ def map_note(mode: str, map_name: str) -> str | None:
     """Why ``map_name`` does not apply to ``mode`` (shown instead of an always-blank map), None if it does."""
     if mode == "normal" and map_name in ("variance", "mutual_information"):
         return _NO_SAMPLES.format(what=MAP_LABELS[map_name].split(" (")[0].lower())
+    return None
+
+
+def map_origin(mode: str, map_name: str) -> str | None:
+    """Where a shown map comes from when not from ``mode`` itself (the CRF refines the fusion's mean only, so
+    its variance and mutual information are the fusion's), None otherwise."""
+    if mode == "crf" and map_name in ("variance", "mutual_information"):
+        return "the fusion's map: the CRF refines the mean only"
     return None
 
 
