@@ -247,6 +247,7 @@ def _demo_progress(jobs: dict[str, str], live: bool) -> None:
                                             ("calibration", "Calibration"), ("review", "Review & errors")]):
             col.page_link(PAGE_FILES[key], label=label)
         if live:
+            _demo_estimate.clear()  # the compute left is now 0: do not show the old estimate
             st.rerun(scope="app")  # one full rerun stops the refresh and updates the summaries
 
 
