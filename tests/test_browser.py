@@ -25,7 +25,7 @@ from tests.conftest_app import ROOT, app_store  # noqa: F401
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
-         "calibration": "calibration", "review": "review", "upload": "upload"}
+         "calibration": "calibration", "review": "review", "upload": "upload", "overview": "overview"}
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
