@@ -79,48 +79,7 @@ def test_dataset_browses_a_patient(app_env):
     assert len(patients) >= 2
 
 
-def test_compare_deep_link_grid_and_stepping(app_env, app_store):
-    df = store_frame(app_store)
-    slices = sorted(df["slice_id"].unique(), key=lambda s: int(s.rsplit("_", 1)[1]))
-    at = open_page("compare", query={"slice": slices[1], "focus": "unet:tta"})
-    assert_clean(at)
-    assert at.selectbox(key="cmp_slice").value == slices[1]
-    assert n_images(at) == 1 + 2 * 2 * len(MODES)  # header + (overlay, heatmap) per backend × mode
-    assert [s.value for s in at.subheader][:2] == ["unet", "litemedsam"]
-    table = at.dataframe[0].value
-    expect = df[df["slice_id"] == slices[1]]
-    assert len(table) == len(expect) == 2 * len(MODES)
-    got = {(b, str(m)): v for b, m, v in zip(table["backend"], table["mode"], table["Dice"])}
-    ref = {(b, m): v for b, m, v in zip(expect["backend"], expect["mode"], expect["dice"])}
-    assert got.keys() == ref.keys()
-    np.testing.assert_allclose([got[k] for k in ref], list(ref.values()))
-    assert at.query_params["slice"] == [slices[1]] or at.query_params["slice"] == slices[1]
-
-    at.button(key="cmp_next").click().run()
-    assert at.selectbox(key="cmp_slice").value == slices[2]
-    at.button(key="cmp_next").click().run()
-    assert at.selectbox(key="cmp_slice").value == slices[0]  # wraps around
-    at.button(key="cmp_prev").click().run()
-    assert at.selectbox(key="cmp_slice").value == slices[2]
-    assert_clean(at)
-
-    # worst Dice of U-Net normal first
-    at.selectbox(key="cmp_sort").set_value("dice_asc").run()
-    at.selectbox(key="cmp_ref_backend").set_value("unet").run()
-    at.selectbox(key="cmp_ref_mode").set_value("normal").run()
-    dice = df[(df["backend"] == "unet") & (df["mode"] == "normal")].set_index("slice_id")["dice"]
-    order = at.selectbox(key="cmp_slice").options
-    ranked = [o.split("  ·")[0] for o in order]
-    assert ranked == sorted(dice.index, key=lambda s: (dice[s], int(s.rsplit("_", 1)[1])))
-    at.selectbox(key="cmp_map").set_value("variance").run()
-    assert_clean(at)
-
-
-def test_compare_filters_to_linked_backend(app_env):
-    at = open_page("compare", query={"backend": "litemedsam", "mode": "normal,crf"})
-    assert_clean(at)
-    assert [s.value for s in at.subheader][0] == "litemedsam"
-    assert n_images(at) == 1 + 2 * 2
+# Compare's own tests (layout, deep link, stepping, linked filters): tests/test_compare_page.py
 
 
 def test_metrics_distributions_table_and_tests(app_env, app_store):
