@@ -23,6 +23,8 @@ table.seg-m td {border: none; padding: 0 0.2rem 0 0; color: #4a5560; overflow-wr
 table.seg-m td b {color: #1b1f24; font-weight: 600}
 div.seg-foot {font-size: 0.72rem; color: #6b7785; margin-top: 0.15rem; overflow-wrap: anywhere}
 div.seg-na {font-size: 0.72rem; color: #6b7785; overflow-wrap: anywhere}
+div.seg-slice {line-height: 1.3; overflow-wrap: anywhere} div.seg-slice b {font-size: 1.15rem}
+div.seg-slice span {font-size: 0.8rem; color: #6b7785}
 </style>"""
 _PANEL_METRICS = ("dice", "iou", "precision", "recall", "nll", "ece", "brier", "certainty")
 

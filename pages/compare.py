@@ -6,6 +6,8 @@ Deep links: ``?slice=<slice_id>&backend=unet,litemedsam&mode=normal,fusion&map=e
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -141,9 +143,9 @@ def slice_header(slice_id: str, gt: np.ndarray, rows: pd.DataFrame, missing_maps
     h1, h2, h3 = st.columns([2.6, 1.5, 1.8], vertical_alignment="center")
     pid = rows["patient_id"].iloc[0] if "patient_id" in rows.columns and len(rows) else slice_id.rsplit("_", 2)[0]
     split = rows["split"].iloc[0] if "split" in rows.columns and len(rows) else "?"
-    h1.markdown(f"#### {slice_id}")
-    h1.caption(f"Patient {pid} · split {split} · tumour {int(gt.sum()):,} px ({gt.mean():.2%} of the image) · "
-               f"{len(rows)} stored results")
+    h1.markdown(f"<div class='seg-slice'><b>{html.escape(slice_id)}</b><br><span>Patient {html.escape(str(pid))} · "
+                f"split {html.escape(str(split))} · tumour {int(gt.sum()):,} px ({gt.mean():.2%} of the image) · "
+                f"{len(rows)} stored results</span></div>", unsafe_allow_html=True)
     legends = (contour_legend_html() if show in ("heat", "both") else "") + \
         (viz.legend_html().replace("1.1rem", "0.6rem") if show in ("pred", "both") else "")
     h2.markdown(legends, unsafe_allow_html=True)

@@ -207,7 +207,7 @@ def test_deep_link_on_a_fresh_server_runs_inside_the_app(app_store, lgg_root, un
         wait_idle(page)
         nav = page.inner_text('[data-testid="stSidebarNav"]')
         assert "Set-up" in nav and "Compare a slice" in nav and "common" not in nav
-        assert slice_id in page.inner_text('[data-testid="stMain"] h4')  # the slice header
+        assert slice_id in page.inner_text('[data-testid="stMain"] div.seg-slice')  # the slice header
         assert f"slice={slice_id}" in page.url
         assert not problems(page)
         ctx.close()

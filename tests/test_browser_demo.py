@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import Server, browser, problems, screenshot, wait_idle  # noqa: F401
+from tests.test_browser import Server, _visible_images, browser, problems, screenshot, wait_idle  # noqa: F401
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
@@ -77,11 +77,16 @@ def test_demo_from_a_snapshot_without_data(demo_server, browser, tmp_path):  # n
         page.goto(href if href.startswith("http") else f"{demo_server.url}/{href.lstrip('/')}")
         wait_idle(page)
         name = href.split("://", 1)[-1].rstrip("/").partition("/")[2].split("?")[0] or "overview"
+        if name == "compare":  # on a 1280×720 projector, under the demo banner: a first row of panels in view
+            page.set_viewport_size({"width": 1280, "height": 720})
+            wait_idle(page, 60, settle=2)
+            imgs = _visible_images(page)
+            assert len([i for i in imgs if i["top"] >= 0 and i["bottom"] <= 720]) >= 3, imgs
         screenshot(page, shots / f"demo_{name}.png")  # the whole page (the viewport grows to fit it)
         assert not problems(page), (href, problems(page))
         if name == "compare":
             assert page.query_selector_all('[data-testid="stMain"] [data-testid="stImage"] img'), "no slice shown"
-            assert "TCGA_" in page.inner_text('[data-testid="stMain"] h4')
+            assert "TCGA_" in page.inner_text('[data-testid="stMain"] div.seg-slice')
     assert not errors, errors
     ctx.close()
 
