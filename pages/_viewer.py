@@ -96,12 +96,14 @@ def result_panel(title: str, image: np.ndarray, maps: dict | None, gt: np.ndarra
         st.markdown(title)
         if maps is not None:
             heat = None if note else maps[map_name]
+            side = show == "both" and view.get("side_by_side")  # focus: the two views next to each other
+            c_heat, c_pred = st.columns(2) if side else (st.container(), st.container())
             if show in ("heat", "both"):
-                st.image(viz.heat_overlay(image, heat, *scale, view["cmap"], view["alpha"], gt, maps["mask"], channel,
-                                          box), width="stretch")
+                c_heat.image(viz.heat_overlay(image, heat, *scale, view["cmap"], view["alpha"], gt, maps["mask"],
+                                              channel, box, size=512 if side else 384), width="stretch")
             if show in ("pred", "both"):
-                st.image(viz.crop(viz.overlay(image, maps["mask"], gt, alpha=view["alpha"], channel=channel), box),
-                         width="stretch")
+                c_pred.image(viz.crop(viz.overlay(image, maps["mask"], gt, alpha=view["alpha"], channel=channel), box),
+                             width="stretch")
             if note:
                 st.markdown(f"<div class='seg-na'>{viz.MAP_LABELS[map_name]}: n/a ({note})</div>",
                             unsafe_allow_html=True)

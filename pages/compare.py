@@ -222,8 +222,8 @@ with guard("The slice comparison"):
     with top:
         current, map_shown, only = slice_navigator(slice_order, scores, sort_by, shown_modes)
     _write_link(metrics_frame(), current, map_shown, shown_backends, shown_modes)
-    if only:  # one mode, large: both views side by side in each backend's panel
-        shown_modes, panels_per_row, options = [only], 2, {**options, "show": "both"}
+    if only:  # one mode, large: both views side by side in each backend's panel, a backend a row
+        shown_modes, panels_per_row, options = [only], 1, {**options, "show": "both", "side_by_side": True}
 
     img, truth = stored_slice_arrays(current)
     results, stored_maps = slice_results(selection, current)
@@ -235,5 +235,5 @@ with guard("The slice comparison"):
                  colour_scale, options["cmap"], options["show"])
     panels, panel_labels = panel_grid(shown_backends, shown_modes, results, stored_maps, img, truth, map_shown,
                                       colour_scale, options, channel_shown, crop, ss.get("cmp_focus", ""),
-                                      panels_per_row if not only else 2)
+                                      panels_per_row)
     slice_metrics(current, results, shown_modes, map_shown, panels, panel_labels, colour_scale, options)
