@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:  # `segunc` and `pages._*` import from the reposit
 from pages._access import account_menu, hidden_pages, require_access  # noqa: E402
 from pages._filters import keep_state  # noqa: E402
 from pages._settings import PAGE_FILES  # noqa: E402
+from segunc import settings  # noqa: E402
 
 
 
@@ -40,7 +41,8 @@ st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=_f
                    initial_sidebar_state="expanded")
 st.markdown(
     """<style>
-    .block-container {padding-top: 2.2rem; padding-bottom: 2rem;}
+    .block-container, [data-testid="stMainBlockContainer"] {padding-top: 1.6rem; padding-bottom: 2rem; padding-left: 2rem; padding-right: 2rem;}
+    h1 {font-size: 2.2rem !important; padding-top: 0.2rem !important;}
     [data-testid="stImageCaption"] {font-size: 0.78rem; line-height: 1.25;}
     [data-testid="stMetricValue"] {font-size: 1.6rem;}
     </style>""",
@@ -49,14 +51,18 @@ st.markdown(
 who = require_access()  # server mode: the sign-in page until logged in (stops here); demo mode: its banner
 keep_state()
 
+demo = settings.app_mode() == "demo"  # a defence demo opens on what the snapshot holds, not on the set-up
+overview = st.Page("pages/presentation.py", title="Overview", icon=":material/slideshow:", url_path="overview",
+                   default=demo)
 pages = {
-    "": [st.Page(PAGE_FILES["home"], title="Set-up", icon=":material/home:", default=True)],
+    "": ([overview] if demo else []) + [st.Page(PAGE_FILES["home"], title="Set-up", icon=":material/home:",
+                                                default=not demo)],
     "Data and runs": [
         st.Page(PAGE_FILES["dataset"], title="Dataset", icon=":material/photo_library:", url_path="dataset"),
         st.Page(PAGE_FILES["run"], title="Run", icon=":material/play_circle:", url_path="run"),
         st.Page(PAGE_FILES["upload"], title="Your image", icon=":material/upload_file:", url_path="upload"),
     ],
-    "Results": [
+    "Results": ([] if demo else [overview]) + [
         st.Page(PAGE_FILES["compare"], title="Compare a slice", icon=":material/view_column:", url_path="compare"),
         st.Page(PAGE_FILES["metrics"], title="Metrics", icon=":material/bar_chart:", url_path="metrics"),
         st.Page(PAGE_FILES["calibration"], title="Calibration", icon=":material/tune:", url_path="calibration"),

@@ -17,6 +17,7 @@ from segunc import settings
 from segunc.data import SliceError, discover, load_image, load_mask
 from segunc.analysis.stats import sort_by_backend_mode
 from segunc.store.readonly import open_for_reading
+from segunc.data.sample import SAMPLE_LABEL
 
 
 # --------------------------------------------------------------------------------- store
@@ -110,7 +111,7 @@ def _slice_arrays(image_path: str, mask_path: str):
 
 def slice_arrays(slice_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(image H W 3 uint8, mask H W bool) of a slice in the data folder; KeyError if unknown."""
-    root = settings.data_dir()
+    root = settings.app_data_dir()
     idx = slice_index(str(root))
     row = idx[idx["slice_id"] == slice_id]
     if row.empty:
@@ -129,3 +130,13 @@ def tumour_sizes(mask_paths: tuple[str, ...]) -> list[int]:
         except SliceError:
             out.append(-1)
     return out
+
+
+def sample_notice() -> None:
+    """Say so when the app reads the shipped LGG sample (no data folder configured, none at the default)."""
+    if not settings.using_sample() or settings.app_mode() == "demo":  # a demo shows its snapshot's slices
+        return
+
+    st.info(f"**Sample data** — {SAMPLE_LABEL}, because no data folder is configured (`SEGUNC_DATA`) and "
+            f"`{settings.DEFAULT_DATA}` is missing. Results on it are a demonstration, not the paper's evaluation; "
+            "get the full dataset on the Set-up page.", icon=":material/science:")

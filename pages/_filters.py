@@ -11,9 +11,12 @@ from pages._format import run_label
 from pages._settings import PAGE_FILES
 from segunc import settings
 from segunc.analysis.stats import order_backends, order_modes
+from segunc.viz import mode_label
 
 #: widget keys whose values survive page switches (see :func:`keep_state`)
-STICKY = ("f_backends", "f_modes", "f_split", "f_runs")
+STICKY = ("f_backends", "f_modes", "f_split", "f_runs", "f_common")
+#: the split filter's first option (its default): the slices of the newest run
+LATEST = "latest run"
 
 
 def keep_state() -> None:
@@ -49,7 +52,7 @@ def no_results(message: str = "The results store is empty.") -> None:
 def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> pd.DataFrame:
     """Sidebar filters (runs, backends, modes, split) shared by the result pages; returns the selection."""
     with st.sidebar:
-        st.subheader("Results")
+        st.subheader("Filters")
         rr = runs()
         if len(rr) > 1:
             labels = {r.run_id: run_label(r) for r in rr.itertuples()}
@@ -66,17 +69,68 @@ def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> 
         _valid("f_modes", modes)
         sel_b = st.multiselect("Backends", backends, key="f_backends", **_default("f_backends", backends))
         sel_m = st.multiselect("Modes", modes, key="f_modes", **_default("f_modes", modes_default or modes))
-        if st.session_state.get("f_split") not in ("all", *splits):
+        latest = _latest_slices(rr)
+        options = ([LATEST] if latest else []) + ["all", *splits]
+        if st.session_state.get("f_split") not in options:
             st.session_state.pop("f_split", None)
-        split = st.selectbox("Split", ["all", *splits], key="f_split", disabled=len(splits) < 2)
+        linked = st.query_params.get("slice")  # a deep link to a slice outside the newest run: show every slice
+        if latest and linked and linked not in latest and st.session_state.get("f_split", LATEST) == LATEST \
+                and linked in set(df["slice_id"]):
+            st.session_state["f_split"] = "all"
+        split = st.selectbox("Slices", options, key="f_split", disabled=len(options) < 2,
+                             format_func=lambda o: f"{o} ({len(latest)})" if o == LATEST else o if o == "all" else
+                             f"{o} split", help="Default: the slices of the newest run, so every mode is compared "
+                                                "on the same slices; 'all': every stored result")
+        common = st.toggle("Only slices common to all shown modes", key="f_common",
+                           help="Drop slices that some backend × mode shown here has no result for")
     out = df[df["backend"].isin(sel_b) & df["mode"].isin(sel_m)]
-    if split != "all" and "split" in out.columns:
+    if split == LATEST:
+        out = out[out["slice_id"].isin(latest)]
+    elif split != "all" and "split" in out.columns:
         out = out[out["split"] == split]
+    cover = coverage(out)
+    if common and len(cover) > 1:
+        out = out[out["slice_id"].isin(common_slices(out))]
+    elif cover.nunique() > 1:
+        st.warning(f"**The modes cover different slices** ({_describe_cover(cover)}): their statistics are not "
+                   "on the same slices. Switch on *Only slices common to all shown modes* in the sidebar "
+                   f"({len(common_slices(out))} slices), or pick one run.", icon=":material/compare_arrows:")
     dup = int(out.duplicated(["backend", "mode", "slice_id"]).sum())
     if dup:
         st.sidebar.warning(f"{dup} slice result(s) exist under several settings; statistics average them. "
                            "Pick runs to compare like with like.", icon=":material/warning:")
     return out
+
+
+def coverage(df: pd.DataFrame) -> pd.Series:
+    """Distinct slices per (backend, mode) of the selection."""
+    if df.empty:
+        return pd.Series(dtype=int)
+    return df.groupby(["backend", "mode"], sort=False)["slice_id"].nunique()
+
+
+def common_slices(df: pd.DataFrame) -> set[str]:
+    """The slices every (backend, mode) of ``df`` has a result for."""
+    sets = [set(g) for _, g in df.groupby(["backend", "mode"], sort=False)["slice_id"]]
+    return set.intersection(*sets) if sets else set()
+
+
+def _describe_cover(cover: pd.Series) -> str:
+    """``unet Normal 132 · unet TTA 12 …`` (at most six groups)."""
+
+    items = [f"{b} {mode_label(m)} {n}" for (b, m), n in cover.items()]
+    return " · ".join(items[:6]) + (" …" if len(items) > 6 else "")
+
+
+def _latest_slices(rr: pd.DataFrame) -> set[str]:
+    """The slices of the newest run that has results (empty when the store has no runs)."""
+    if rr is None or rr.empty:
+        return set()
+    for run_id in reversed(rr.sort_values("created_at")["run_id"].tolist()):
+        ids = set(metrics_frame((run_id,))["slice_id"])
+        if ids:
+            return ids
+    return set()
 
 
 def selected_results(prepare=None, modes_default: list[str] | None = None) -> pd.DataFrame:

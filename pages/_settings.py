@@ -37,7 +37,7 @@ def ensure_app() -> None:
 # ------------------------------------------------------------------------------ paths
 def allowed_roots() -> list[Path]:
     """The folders user input may name: the LGG data folder, the results store, the weights folder."""
-    return [settings.data_dir(), settings.store_dir(), settings.weights_dir()]
+    return [settings.app_data_dir(), settings.data_dir(), settings.store_dir(), settings.weights_dir()]
 
 
 def user_path(text: str | Path, base: Path | str | None = None) -> Path:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import reliability
+from pages._data import reliability, sample_notice
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
+from pages._export import chart_downloads
 from segunc import viz
 from segunc.analysis import stats
 from segunc.analysis.reliability import calibration_table
@@ -33,7 +34,9 @@ def reliability_section(sel: pd.DataFrame) -> None:
     """Reliability diagrams pooled over every pixel, the pooled-ECE table and the bins as CSV."""
     st.subheader("Reliability diagrams", divider="gray")
     bins, table = calibration_table(sel, reliability)
-    st.plotly_chart(viz.reliability_figure(bins), width="stretch", key="cal_rel", config=_png("segunc_reliability"))
+    rel = viz.reliability_figure(bins)
+    st.plotly_chart(rel, width="stretch", key="cal_rel", config=_png("segunc_reliability"))
+    chart_downloads(rel, name="segunc_reliability", key="cal_rel_dl")
     pooled = table[POOLED_COLUMNS]
     st.dataframe(pooled, hide_index=True, width="stretch", height=38 + 35 * len(pooled),
                  column_config={"pooled ECE": st.column_config.NumberColumn(format="%.5f"),
@@ -53,7 +56,9 @@ def metrics_section(sel: pd.DataFrame) -> None:
     """NLL, ECE and Brier per slice: bars with bootstrap CIs, the table, box plots and downloads."""
     st.subheader("NLL, ECE and Brier score per slice", divider="gray")
     desc = _describe(sel)
-    st.plotly_chart(viz.calibration_figure(desc), width="stretch", key="cal_bars", config=_png("segunc_calibration"))
+    bars = viz.calibration_figure(desc)
+    st.plotly_chart(bars, width="stretch", key="cal_bars", config=_png("segunc_calibration"))
+    chart_downloads(bars, name="segunc_calibration", key="cal_bars_dl")
     st.caption("Bars: mean over slices; whiskers: 95 % BCa bootstrap CI of the mean. Lower is better for all three.")
     wide = _ci_table(desc)
     st.dataframe(wide, hide_index=True, width="stretch", height=38 + 35 * len(wide))
@@ -81,10 +86,12 @@ def _box_plots(sel: pd.DataFrame) -> None:
                                           height=330, title=stats.METRIC_LABELS[metric])
             ev = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=f"cal_box_{metric}",
                                  config={"displaylogo": False})
+            chart_downloads(fig, name=f"segunc_{metric}_box", key=f"cal_box_{metric}_dl")
             open_clicked(ev, f"cal_box_{metric}")
 
 
 st.title("Calibration")
+sample_notice()
 
 with guard("The calibration page"):
     selection = selected_results()

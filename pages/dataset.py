@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import metrics_frame, slice_arrays, slice_index, tumour_sizes
+from pages._data import metrics_frame, slice_arrays, slice_index, tumour_sizes, sample_notice
 from pages._errors import explain, guard
 from pages._settings import PAGE_FILES, ensure_app
 from segunc import settings, viz
@@ -17,7 +17,7 @@ ss = st.session_state
 
 def load_index() -> pd.DataFrame:
     """The data folder's slices; stops the page with a warning when there is no usable folder."""
-    root = settings.data_dir()
+    root = settings.app_data_dir()
     try:
         idx = slice_index(str(root))
     except Exception as exc:  # noqa: BLE001
@@ -113,6 +113,7 @@ def patient_table(pat: pd.DataFrame, folder: str) -> None:
 
 
 st.title("Dataset")
+sample_notice()
 
 with guard("The dataset browser"):
     index = load_index()

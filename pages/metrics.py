@@ -7,9 +7,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from pages._data import sample_notice
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
+from pages._export import chart_downloads
 from segunc import viz
 from segunc.analysis import stats
 from segunc.metrics import HIGHER_IS_BETTER, METRIC_NAMES
@@ -38,10 +40,26 @@ def _chart(sel: pd.DataFrame, metric: str, kind: str, points: str, height: int, 
     pts = points if points != "auto" else ("all" if n <= MAX_POINTS else "outliers")
     fig = viz.distribution_figure(sel, metric, kind=kind, points=False if pts == "none" else pts, height=height,
                                   title=LABEL.get(metric, metric) if height < 400 else None)
+    _n_ticks(fig, sel, metric)
     event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key=key,
                             config={"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2,
                                                                                    "filename": f"segunc_{metric}_{kind}"}})
+    chart_downloads(fig, name=f"segunc_{metric}_{kind}", key=f"{key}_dl")
     open_clicked(event, key)
+
+
+def box_counts(sel: pd.DataFrame, metric: str) -> dict[str, list[int]]:
+    """mode → results with a value of ``metric`` per backend (display order): the n of each box."""
+    backends = stats.order_backends(sel["backend"])
+    n = sel.dropna(subset=[metric]).groupby(["mode", "backend"]).size()
+    return {m: [int(n.get((m, b), 0)) for b in backends] for m in stats.order_modes(sel["mode"])}
+
+
+def _n_ticks(fig, sel: pd.DataFrame, metric: str) -> None:
+    """Each mode's tick names the n of its boxes (one per backend, in legend order)."""
+    counts = box_counts(sel, metric)
+    fig.update_xaxes(tickmode="array", tickvals=[viz.mode_label(m) for m in counts],
+                     ticktext=[f"{viz.mode_label(m)}<br>n = {' · '.join(map(str, c))}" for m, c in counts.items()])
 
 
 def distributions_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
@@ -59,6 +77,8 @@ def distributions_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
                 _chart(sel, metric, kind, points, 330, key=f"dist_{metric}")
     else:
         _chart(sel, choice, kind, points, 520, key=f"dist_{choice}")
+    st.caption("n under each mode: results per box (one number per backend, in legend order). "
+               "For thesis figures (SVG and PDF, with legends): `python -m segunc report`.")
     st.download_button("Selected results (CSV)", lambda: sel.to_csv(index=False), file_name="segunc_results.csv",
                        mime="text/csv", icon=":material/download:")
 
@@ -134,6 +154,8 @@ def _friedman(fr, modes: list[str], unit: str) -> None:
               help="Effect size: 0 = no agreement on the ranking of modes, 1 = every block ranks them the same")
     if fr.note:
         st.caption(fr.note)
+    if fr.caution:
+        st.warning(f"**Few patients.** {fr.caution}", icon=":material/group_off:")
 
 
 def _wilcoxon(pw: pd.DataFrame, metric: str, unit: str, alpha: float) -> None:
@@ -157,13 +179,18 @@ def _wilcoxon(pw: pd.DataFrame, metric: str, unit: str, alpha: float) -> None:
         "statistic": st.column_config.NumberColumn("W", format="%.1f", help="Wilcoxon statistic"),
         "median_diff": st.column_config.NumberColumn("median A−B", format="%.4f"),
     })
+    caution = next((c for c in pw.get("caution", pd.Series(dtype=object)) if isinstance(c, str) and c), "")
+    if caution:
+        st.warning(f"**Few patients.** {caution}", icon=":material/group_off:")
     left, _ = st.columns([3, 2])
     with left:
-        st.plotly_chart(viz.pvalue_figure(pw, alpha=alpha), width="stretch", key="m_pfig",
-                        config={"displaylogo": False})
+        pfig = viz.pvalue_figure(pw, alpha=alpha)
+        st.plotly_chart(pfig, width="stretch", key="m_pfig", config={"displaylogo": False})
+        chart_downloads(pfig, name=f"segunc_pvalues_{metric}", key="m_pfig_dl")
 
 
 st.title("Metrics")
+sample_notice()
 
 with guard("The metrics page"):
     selection = selected_results()

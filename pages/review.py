@@ -10,10 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import metrics_frame, store, store_version
+from pages._data import metrics_frame, store, store_version, sample_notice
 from pages._errors import explain, guard
 from pages._filters import selected_results
 from pages._settings import PAGE_FILES, ensure_app
+from pages._export import chart_downloads
 from segunc import settings, viz
 from segunc.analysis import stats
 from segunc.analysis import (StoredErrors, cost_quality, decomposition_summary, review_outcome, risk_coverage_table,
@@ -84,7 +85,7 @@ def review_selection() -> tuple[pd.DataFrame, pd.DataFrame, StoredErrors | None,
     sel = _newest(sel)
     try:
         root = settings.store_dir()
-        errs = _error_stats(str(root), store_version(root), str(settings.data_dir()), tuple(base["key"]))
+        errs = _error_stats(str(root), store_version(root), str(settings.app_data_dir()), tuple(base["key"]))
     except Exception as exc:  # noqa: BLE001 - no masks: the slice-level analyses still work
         return sel, base, None, explain(exc)
     return errs.join(sel), errs.join(base), errs, ""
@@ -131,9 +132,14 @@ def slice_correlation(sel: pd.DataFrame, scores: list[str]) -> None:
     wide = wide.reindex(columns=scores).rename(columns=SCORE_LABELS).reset_index()
     st.dataframe(_shown(wide), hide_index=True, width="stretch", height=min(38 + 35 * len(wide), 460), key="rv_rho",
                  column_config={SCORE_LABELS.get(s, s): st.column_config.NumberColumn(format="%+.3f") for s in scores})
-    st.caption("Spearman ρ between a slice's mean uncertainty and 1 − Dice (ρ > 0: more uncertain slices "
-               "are worse); empty where the score is constant or there are fewer than 3 slices. "
-               "p-values and n are in the CSV.")
+    finite = rho["rho"].dropna()
+    typical = float(finite.median()) if len(finite) else None
+    st.caption(stats.spearman_sign_note(typical, "a slice's mean uncertainty")
+               + (" (ρ quoted: the median over the rows shown.)" if typical is not None else "")
+               + " Empty where the score is constant or there are fewer than 3 slices; p-values and n are in the CSV.")
+    if len(finite) and (finite < 0).all():
+        st.warning("ρ is negative in every row: on these slices, higher uncertainty goes with *better* "
+                   "segmentations, so these scores cannot rank slices for review.", icon=":material/info:")
     st.download_button("Spearman ρ (CSV)", rho.to_csv(index=False), file_name="segunc_spearman.csv",
                        mime="text/csv", icon=":material/download:")
 
@@ -143,8 +149,9 @@ def risk_coverage(sel: pd.DataFrame, scores: list[str]) -> None:
     st.subheader("Risk–coverage: refer the most uncertain slices", divider="gray")
     score = st.selectbox("Slice score", scores, key="rv_rc_score", index=_default_score(scores),
                          format_func=lambda s: SCORE_LABELS.get(s, s))
-    st.plotly_chart(viz.risk_coverage_figure(sel, score), width="stretch", key="rv_rc_fig",
-                    config={"displaylogo": False})
+    rc_fig = viz.risk_coverage_figure(sel, score)
+    st.plotly_chart(rc_fig, width="stretch", key="rv_rc_fig", config={"displaylogo": False})
+    chart_downloads(rc_fig, name="segunc_risk_coverage", key="rv_rc_fig_dl")
     rc = risk_coverage_table(sel, [score])
     st.dataframe(_shown(rc).drop(columns=["score"]), hide_index=True, width="stretch", key="rv_rc_table",
                  height=min(38 + 35 * len(rc), 560), column_config={
@@ -183,6 +190,8 @@ def review_queue(sel: pd.DataFrame, base: pd.DataFrame, scores: list[str]) -> No
                f"is the largest that catches ≥ {target:.0%} of the bad slices (Dice < {bad:g}) — {out.scheme}.")
     if out.note:
         st.warning(out.note[:1].upper() + out.note[1:] + ".", icon=":material/info:")
+    if out.caution:
+        st.warning(f"**Few patients.** {out.caution}", icon=":material/group_off:")
     if out.evaluation is not None:
         _queue_table(out.evaluation, score, backend, mode, split)
     elif out.calibration is None:
@@ -215,13 +224,18 @@ def _queue_table(ev, score: str, backend: str, mode: str, split: str) -> None:
 def decomposition(sel: pd.DataFrame) -> None:
     """Total entropy split into aleatoric (expected entropy) and epistemic (mutual information)."""
     dec = decomposition_summary(sel)
-    st.plotly_chart(viz.decomposition_figure(dec), width="stretch", key="rv_dec_fig", config={"displaylogo": False})
-    cols = ["backend", "mode", "n", "aleatoric_image_mean", "epistemic_image_mean", "epistemic_share_median"]
-    st.dataframe(_shown(dec[cols]), hide_index=True, width="stretch", key="rv_dec", height=38 + 35 * len(dec),
-                 column_config={
-                     "aleatoric_image_mean": st.column_config.NumberColumn("aleatoric (bits)", format="%.5f"),
-                     "epistemic_image_mean": st.column_config.NumberColumn("epistemic (bits)", format="%.5f"),
-                     "epistemic_share_median": st.column_config.NumberColumn("epistemic share (median)", format="%.3f")})
+    dec_fig = viz.decomposition_figure(dec)
+    st.plotly_chart(dec_fig, width="stretch", key="rv_dec_fig", config={"displaylogo": False})
+    chart_downloads(dec_fig, name="segunc_decomposition", key="rv_dec_fig_dl")
+    num = ["aleatoric_image_mean", "epistemic_image_mean", "epistemic_share_median"]
+    shown = dec[["backend", "mode", "n", *num, "note"]].copy()
+    for c, fmt in zip(num, ("{:.5f}", "{:.5f}", "{:.3f}")):  # a decomposition that does not apply shows n/a
+        shown[c] = [fmt.format(v) if pd.notna(v) else "n/a" for v in shown[c]]
+    shown["note"] = shown["note"].fillna("")
+    st.dataframe(_shown(shown), hide_index=True, width="stretch", key="rv_dec", height=38 + 35 * len(dec),
+                 column_config={"aleatoric_image_mean": "aleatoric (bits)", "epistemic_image_mean": "epistemic (bits)",
+                                "epistemic_share_median": "epistemic share (median)",
+                                "note": st.column_config.TextColumn("why n/a", width="large")})
     st.caption("Total predictive entropy H(ȳ) = expected entropy E[H(yₜ)] (aleatoric: noise every sample sees) "
                "+ mutual information I (epistemic: disagreement between samples); image means over slices. "
                "A single pass has I = 0; for CRF the entropy is recomputed after refinement.")
@@ -244,7 +258,9 @@ def cost_beside_quality(sel: pd.DataFrame) -> None:
     """Seconds per slice of each mode next to its median metrics."""
     st.subheader("Cost beside quality", divider="gray")
     cost = cost_quality(sel)
-    st.plotly_chart(viz.cost_quality_figure(cost), width="stretch", key="rv_cost_fig", config={"displaylogo": False})
+    cost_fig = viz.cost_quality_figure(cost)
+    st.plotly_chart(cost_fig, width="stretch", key="rv_cost_fig", config={"displaylogo": False})
+    chart_downloads(cost_fig, name="segunc_cost_quality", key="rv_cost_fig_dl")
     cols = [c for c in ("backend", "mode", "n", "seconds_median", "x_reference", "dice_median", "iou_median",
                         "nll_median", "ece_median", "brier_median") if c in cost.columns]
     st.dataframe(_shown(cost[cols]), hide_index=True, width="stretch", key="rv_cost",
@@ -258,6 +274,7 @@ def cost_beside_quality(sel: pd.DataFrame) -> None:
 
 
 st.title("Review & errors")
+sample_notice()
 
 with guard("The review page"):
     selection, every_split, errors, errors_problem = review_selection()

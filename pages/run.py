@@ -8,18 +8,19 @@ import streamlit as st
 import torch
 
 from pages._access import principal
-from pages._data import store
+from pages._data import store, sample_notice
 from pages._errors import explain, guard
 from pages._format import fmt_seconds
 from pages._settings import ensure_app, user_path
 from pages._viewer import backend_readiness
+from pages._cluster import cluster_section
 from segunc import settings
 from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,
                            UNCERTAINTIES, CRFParams, FusionConfig, PipelineConfig)
 from segunc.pipeline import all_mode_names
 from segunc.runner.jobs import (JobSpec, cancel_job, ensure_worker, estimate_cost, job_status, list_jobs, submit_job,
                                 worker_alive)
-from segunc.runner.sweep import DEFAULT_MODES
+from segunc.runner.sweep import DEFAULT_MODES, select_slices
 from segunc.store import ResultStore
 
 ensure_app()
@@ -41,7 +42,11 @@ def _reset() -> None:
 
 @st.cache_data(show_spinner="Estimating the cost…", ttl=120, max_entries=64)
 def _estimate(spec_dict: dict, root: str) -> dict:
-    return estimate_cost(JobSpec.from_dict(spec_dict), store=ResultStore(root))
+    """The sweep's cost (results the store holds excluded) and how many patients its slices come from."""
+    spec = JobSpec.from_dict(spec_dict)
+    refs = select_slices(spec.data_root(), spec.split, spec.all_slices, spec.limit, spec.patients, spec.spread)
+    est = estimate_cost(spec, store=ResultStore(root), refs=refs)
+    return {**est, "patients": len({r.patient_id for r in refs})}
 
 
 def _ready_backends() -> tuple[list[str], dict[str, str]]:
@@ -79,6 +84,9 @@ def _queue(specs: list) -> None:
     try:
         for spec in specs:  # the data folder a job reads must be one this app may use
             user_path(spec.data)
+        ids = [spec.job_id() for spec in specs]
+        if ids == ss.get("run_last") and _any_active(ids):  # a second click before the rerun: nothing new
+            return
         ss["run_last"] = [submit_job(store(), spec) for spec in specs]
         ss["run_worker"] = ensure_worker(settings.store_dir(), device=specs[0].device, wait_s=10.0)
     except Exception as exc:  # noqa: BLE001 - a callback runs outside the page's guard
@@ -96,9 +104,10 @@ def _specs(backends: list[str], modes: list[str], config) -> list:
         if b in ("litemedsam", "medsam"):
             opts = {"channels": ss["run_channels"], "box_margin": int(ss["run_margin"])}
         bmodes = [m for m in modes if m != "box_jitter" or b in ("litemedsam", "medsam")]
-        out.append(JobSpec(data=str(settings.data_dir()), backend=b, modes=bmodes, split=ss["run_split"],
-                           all_slices=not ss["run_tumour"], limit=int(ss["run_limit"]) or None, config=config,
-                           backend_options=opts, device=ss["run_device"]))
+        limit = int(ss["run_limit"]) or None
+        out.append(JobSpec(data=str(settings.app_data_dir()), backend=b, modes=bmodes, split=ss["run_split"],
+                           all_slices=not ss["run_tumour"], limit=limit, config=config, backend_options=opts,
+                           device=ss["run_device"], spread=bool(limit and ss["run_spread"])))
     return out
 
 
@@ -114,7 +123,10 @@ def what_to_run() -> tuple[list[str], list[str]]:
         st.caption(f"Not ready (weights or data missing): {', '.join(why)} — see the Set-up page for how to get them.")
     c1, c2, c3, c4 = st.columns(4)
     c1.selectbox("Split", ["val", "test", "train", "all"], key="run_split")
-    c2.number_input("First N slices (0 = all)", 0, 100000, 0, 1, key="run_limit")
+    c2.number_input("N slices (0 = all)", 0, 100000, 0, 1, key="run_limit")
+    c2.toggle("Spread over patients", value=True, key="run_spread",
+              help="N slices evenly spaced over the whole selection, patient by patient (the CLI's --spread); "
+                   "off: the first N (a few patients' volume edges)")
     c3.toggle("Tumour slices only", value=True, key="run_tumour", help="The paper evaluates tumour slices only")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
         ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
@@ -221,25 +233,48 @@ def cost_and_queue(backends: list[str], modes: list[str]) -> None:
         try:
             est = _estimate(spec.to_dict(), str(settings.store_dir()))
             rows.append({"backend": spec.backend, "modes": ", ".join(spec.mode_list()), "slices": est["slices"],
-                         "model passes": est["forwards"], "time": est["human"], "seconds": est["seconds"],
-                         "timing": est.get("source", "")})
+                         "patients": est["patients"], "already stored": est["held"], "model passes": est["forwards"],
+                         "time": est["human"], "seconds": est["seconds"],
+                         "timing": ("measured here" if est.get("calibrated") else est.get("source", ""))})
         except Exception as exc:  # noqa: BLE001 - e.g. data folder missing: say so per backend
-            rows.append({"backend": spec.backend, "modes": ", ".join(spec.modes), "slices": None,
-                         "model passes": None, "time": explain(exc), "seconds": None, "timing": ""})
+            rows.append({"backend": spec.backend, "modes": ", ".join(spec.modes), "slices": None, "patients": None,
+                         "already stored": None, "model passes": None, "time": explain(exc), "seconds": None,
+                         "timing": ""})
     cost = pd.DataFrame(rows)
     st.dataframe(cost.drop(columns=["seconds"]), hide_index=True, width="stretch")
     total = cost["seconds"].dropna().sum()
-    st.caption(f"Total about **{fmt_seconds(total)}** of compute (results already stored are skipped, so a "
-               "re-run is faster). Timing: measured on this machine when available, else a default guess.")
+    st.caption(f"Total about **{fmt_seconds(total)}** of compute, for the results not yet stored (those are reused). "
+               "Timing: measured per backend × mode on this machine once a sweep has run here, else a default guess.")
     ok = cost["slices"].notna().all()
-    st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok, key="run_queue",
-              on_click=_queue, args=(specs,))
+    empty = ok and (cost["slices"] == 0).any()
+    if empty:
+        what = "tumour slices" if ss["run_tumour"] else "slices"
+        st.warning(f"The **{ss['run_split']}** split of `{settings.app_data_dir()}` has no {what}: there is nothing "
+                   "to queue. Pick another split.", icon=":material/block:")
+    elif ok:
+        n_pat = int(cost["patients"].max())
+        st.caption(f"{int(cost['slices'].max())} slice(s) from **{n_pat} patient(s)**"
+                   + (" — spread over the selection." if specs[0].spread else "."))
+    ids = [spec.job_id() for spec in specs] if ok and not empty else []
+    pending = bool(ids) and ids == ss.get("run_last") and _any_active(ids)
+    st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok or empty or pending,
+              key="run_queue", on_click=_queue, args=(specs,),
+              help="Already queued: see its progress below" if pending else None)
+    cluster_section(specs)
     if ss.get("run_error"):
         st.error(f"Could not queue: {ss['run_error']}", icon=":material/error:")
     elif ss.get("run_worker") is False:
         st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
                    f"(store `{settings.store_dir()}`); see `{settings.store_dir() / 'logs'}`.",
                    icon=":material/warning:")
+
+
+def _any_active(job_ids: list[str]) -> bool:
+    s = store()
+    try:
+        return any(job_status(s, j)["state"] in ("queued", "running") for j in job_ids)
+    except KeyError:
+        return False
 
 
 def refuse_non_runners() -> None:
@@ -256,57 +291,67 @@ def refuse_non_runners() -> None:
         st.stop()
 
 
+#: seconds between progress refreshes while a job is queued or running (each re-reads only those job rows;
+#: a slice takes tens of seconds on a CPU, and each refresh costs ~0.25 CPU s of the app server)
+POLL_S = 10.0
+
+
 def job_list() -> None:
-    """The jobs, refreshed every 2 s while something is queued or running (a static list otherwise)."""
+    """The jobs: the watched ones (queued, running, or just queued here) refresh every ``POLL_S`` s while
+    one is active; the full list is static."""
     st.subheader("Jobs", divider="gray")
-    has_active = bool(list_jobs(store())["state"].isin(["queued", "running"]).any())
-    (st.fragment(run_every=2.0)(_progress) if has_active else _progress)(has_active)
+    jobs = list_jobs(store())
+    if jobs.empty:
+        st.caption("No jobs yet.")
+        return
+    active = jobs["state"].isin(["queued", "running"])
+    watched = jobs[active | jobs["job_id"].isin(ss.get("run_last", []))]
+    meta = {r.job_id: f"**{r.backend}** · {r.modes} · split {r.split} · T={r.samples} · `{r.job_id[:10]}`"
+            for r in watched.itertuples()}
+    live = bool(active.any())
+    (st.fragment(run_every=POLL_S)(_progress) if live else _progress)(meta, live)
+    with st.expander(f"All jobs ({len(jobs)})"):
+        st.dataframe(jobs, hide_index=True, width="stretch")
 
 
-def _progress(live: bool) -> None:
+def _progress(meta: dict[str, str], live: bool) -> None:
     with guard("The job progress"):
-        if not _progress_body() and live:
+        if not _progress_body(meta) and live:
             st.rerun(scope="app")  # everything finished: one full rerun stops the refresh
 
 
-def _progress_body() -> bool:
-    """Draw the jobs; returns whether any is still queued or running."""
+def _progress_body(meta: dict[str, str]) -> bool:
+    """Draw the watched jobs from their rows alone; returns whether any is still queued or running."""
     s = store()
-    jobs = list_jobs(s)
-    if jobs.empty:
-        st.caption("No jobs yet.")
-        return False
     alive = worker_alive(settings.store_dir())
-    active = jobs[jobs["state"].isin(["queued", "running"])]
-    st.caption(f"Background worker: {'running' if alive else 'not running'} · {len(active)} active job(s) · "
-               f"updated {time.strftime('%H:%M:%S')}")
-    for _, job in jobs.iterrows():
-        if job["state"] not in ("queued", "running") and job["job_id"] not in ss.get("run_last", []):
-            continue
-        stt = job_status(s, job["job_id"])
+    any_active = False
+    st.caption(f"Background worker: {'running' if alive else 'not running'} · updated {time.strftime('%H:%M:%S')}")
+    for job_id, label in meta.items():
+        stt = job_status(s, job_id)
         total, done = stt["total"] or 0, stt["done"] or 0
+        running = stt["state"] in ("queued", "running")
+        any_active |= running
         with st.container(border=True):
             c1, c2 = st.columns([5, 1], vertical_alignment="center")
-            c1.markdown(f"{STATE_ICON.get(stt['state'], '')} **{job['backend']}** · {job['modes']} · split {job['split']}"
-                        f" · T={job['samples']} · `{job['job_id'][:10]}` — **{stt['state']}**")
+            c1.markdown(f"{STATE_ICON.get(stt['state'], '')} {label} — **{stt['state']}**")
             c1.progress(done / total if total else 0.0,
                         text=f"{done}/{total} slices · {stt['failed']} failed · {stt.get('computed') or 0} computed, "
-                             f"{stt.get('skipped') or 0} reused" + (f" · now {stt['current']}" if stt.get("current") else "")
-                             + (f" · about {fmt_seconds(stt['eta_s'])} left" if stt.get("eta_s") else ""))
-            if stt["state"] in ("queued", "running"):
-                c2.button("Cancel", key=f"cancel_{job['job_id']}", on_click=cancel_job, args=(s, job["job_id"]),
+                             f"{stt.get('skipped') or 0} reused"
+                             + (f" · now {stt['current']}" if stt.get("current") and stt["state"] == "running" else "")
+                             + (f" · about {fmt_seconds(stt['eta_s'])} left" if running and stt.get("eta_s") else ""))
+            if running:
+                c2.button("Cancel", key=f"cancel_{job_id}", on_click=cancel_job, args=(s, job_id),
                           icon=":material/stop_circle:", disabled=stt.get("cancel_requested", False))
             if stt.get("error"):
                 st.error(f"The job could not start: {stt['error']}", icon=":material/error:")
             if stt["errors"]:
                 with st.expander(f"{len(stt['errors'])} failed slice(s)"):
                     st.dataframe(pd.DataFrame(stt["errors"], columns=["slice", "error"]), hide_index=True, width="stretch")
-    with st.expander(f"All jobs ({len(jobs)})"):
-        st.dataframe(jobs, hide_index=True, width="stretch")
-    return not active.empty
+    return any_active
 
 
 st.title("Run")
+sample_notice()
 st.caption("Queue sweeps of backends × modes over LGG slices. Results already in the store are reused, so a "
            "repeated or enlarged sweep only computes what is missing. A background worker runs the queue.")
 

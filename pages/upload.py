@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
 from pages._access import principal
 from pages._errors import explain, guard
+from pages._export import panel_downloads
 from pages._settings import ensure_app
-from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, display_options, map_scale,
-                           result_panel)
+from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, contour_legend_html,
+                           display_options, map_scale, result_panel)
 from segunc import settings, viz
 from segunc.analysis.stats import METRIC_LABELS
 from segunc.backends import BACKENDS, box_from_mask
@@ -69,16 +72,48 @@ def _modes_for(cls) -> list[str]:
     return out
 
 
+def _box_keys(upload) -> list[str]:
+    return [f"up_box_{label}_{upload.slice_id}" for label in ("x0", "y0", "x1", "y1")]
+
+
+def _box_drawn(upload) -> None:
+    """The image with the box prompt: drag a box on it (Plotly box selection) to set x0, y0, x1, y1;
+    the box in the fields below is drawn on it."""
+    h, w = upload.image.shape[:2]
+    keys = _box_keys(upload)
+    fig = go.Figure(go.Image(z=viz.overlay(upload.image, None, upload.mask if upload.has_mask else None, alpha=0.3),
+                             hoverinfo="x+y"))
+    vals = [ss.get(k) for k in keys]
+    if all(v is not None for v in vals):
+        fig.add_shape(type="rect", x0=vals[0], y0=vals[1], x1=vals[2], y1=vals[3], line=dict(color="#D55E00", width=2))
+    fig.update_layout(dragmode="select", height=360, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
+                      xaxis=dict(visible=False, range=[-0.5, w - 0.5]),
+                      yaxis=dict(visible=False, range=[h - 0.5, -0.5], scaleanchor="x"))
+    event = st.plotly_chart(fig, key=f"up_boxpick_{upload.slice_id}", on_select="rerun", selection_mode="box",
+                            config={"displayModeBar": False}, width="content")
+    boxes = (event or {}).get("selection", {}).get("box") or []
+    if boxes:
+        b = boxes[-1]
+        xs = sorted(int(round(min(max(v, 0), w - 1))) for v in b["x"])
+        ys = sorted(int(round(min(max(v, 0), h - 1))) for v in b["y"])
+        drawn = [xs[0], ys[0], xs[1], ys[1]]
+        if drawn != ss.get(f"_up_drawn_{upload.slice_id}"):  # a new drag: it sets the fields (typing still wins after)
+            ss[f"_up_drawn_{upload.slice_id}"] = drawn
+            for k, v in zip(keys, drawn):
+                ss[k] = v
+            st.rerun()
+
+
 def _box_inputs(upload, margin: int = 0) -> list[float | None]:
     """Four number inputs x0, y0, x1, y1; defaults: the mask's bounding box (keys follow the upload)."""
     default = box_from_mask(upload.mask, margin) if upload.has_tumour else None
     h, w = upload.image.shape[:2]
-    cols = st.columns(4)
     out = []
-    for i, (col, label) in enumerate(zip(cols, ("x0", "y0", "x1", "y1"))):
+    for i, (col, label, key) in enumerate(zip(st.columns(4), ("x0", "y0", "x1", "y1"), _box_keys(upload))):
         hi = (w if label.startswith("x") else h) - 1
-        out.append(col.number_input(label, 0, hi, None if default is None else int(default[i]), 1,
-                                    key=f"up_box_{label}_{upload.slice_id}", placeholder="pixels"))
+        if key not in ss:
+            ss[key] = None if default is None else int(default[i])
+        out.append(col.number_input(label, 0, hi, step=1, key=key, placeholder="pixels"))
     return out
 
 
@@ -90,7 +125,7 @@ def _run(name: str, upload, modes: list[str], samples: int, box) -> None:
     cls = BACKENDS.get(name)
     weights = cls.find_weights()
     backend, lock = _backend(name, str(weights) if weights else None, _device(),
-                             str(settings.data_dir()) if cls.needs_support else None)
+                             str(settings.app_data_dir()) if cls.needs_support else None)
     done = []
 
     def on_mode(m: str) -> None:
@@ -154,11 +189,19 @@ def model_choice(upload: UploadedSlice) -> None:
                               help="Samples of MC dropout, noisy and box jitter (TTA always uses its 30 transforms)")
     box = None
     if cls.needs_box:
-        st.markdown("**Box prompt** (pixels of the 256 × 256 slice; default: the mask's bounding box)")
-        vals = _box_inputs(upload)
-        box = None if any(v is None for v in vals) else vals
-        if box is None:
-            st.caption(f"{name} needs a box around the tumour: type x0, y0, x1, y1.")
+        st.markdown("**Box prompt** — drag a box around the tumour on the image, or type it (pixels of the "
+                    "256 × 256 slice; default: the mask's bounding box)")
+        b1, b2 = st.columns([1, 1.4])
+        with b1:
+            _box_drawn(upload)
+        with b2:
+            vals = _box_inputs(upload)
+            box = None if any(v is None for v in vals) else vals
+            if box is None:
+                st.caption(f"{name} needs a box around the tumour: drag one on the image or type x0, y0, x1, y1.")
+            elif box[0] >= box[2] or box[1] >= box[3]:
+                st.warning("The box needs x0 < x1 and y0 < y1.", icon=":material/warning:")
+                box = None
     st.caption(f"Runs on {_device().upper()} here; a CPU run of the sampling modes on the MedSAM family takes "
                "minutes (one encoder pass per sample).")
     # a callback, not the button's return value: it survives the rerun of ensure_app() on a cold start
@@ -187,33 +230,46 @@ def result_viewer(upload: UploadedSlice, res: dict) -> None:
     gt = upload.mask if upload.has_mask else None
     maps = {m: r.maps for m, r in results.items()}
     lo, hi = map_scale(maps.values(), map_name, view["shared_max"])
-    box = viz.crop_box([upload.mask, *[m["mask"] for m in maps.values()]], upload.mask.shape) if view["zoom"] \
+    prompt = np.zeros(upload.mask.shape, bool)
+    if res["box"]:
+        prompt[res["box"][1]:res["box"][3] + 1, res["box"][0]:res["box"][2] + 1] = True
+    box = viz.crop_box([upload.mask, prompt, *[m["mask"] for m in maps.values()]], upload.mask.shape) if view["zoom"] \
         else (0, image.shape[0], 0, image.shape[1])
 
     h1, h2 = st.columns([1, 3])
     with h1:
-        st.image(viz.crop(viz.overlay(image, None, gt, alpha=0.35, channel=channel), box),
-                 caption=f"{CHANNEL_NAMES[channel]}" + (" + your mask" if gt is not None else ""), width="stretch")
+        shown = viz.overlay(image, None, gt, alpha=0.35, channel=channel)
+        if res["box"]:  # the box prompt the run used, in the prediction contour's colour
+            x0, y0, x1, y1 = res["box"]
+            for sl in (np.s_[y0, x0:x1 + 1], np.s_[y1, x0:x1 + 1], np.s_[y0:y1 + 1, x0], np.s_[y0:y1 + 1, x1]):
+                shown[sl] = viz.CONTOUR_COLORS["pred"]
+        st.image(viz.crop(shown, box), width="stretch",
+                 caption=f"{CHANNEL_NAMES[channel]}" + (" + your mask" if gt is not None else "")
+                 + (" + box prompt" if res["box"] else ""))
     with h2:
         st.markdown(f"### {upload.name}\n" + (f"Mask **{upload.mask_name}** · tumour **{int(upload.mask.sum()):,} px**"
                                               if gt is not None else "No mask: the prediction alone, no metrics."))
-        if gt is not None:
-            st.markdown(viz.legend_html(), unsafe_allow_html=True)
+        st.markdown(contour_legend_html(truth=gt is not None)
+                    + (viz.legend_html() if gt is not None and view["show"] != "heat" else ""), unsafe_allow_html=True)
         st.markdown(viz.colorbar_html(lo, hi, viz.MAP_LABELS[map_name] + " — every uncertainty panel", view["cmap"]),
                     unsafe_allow_html=True)
 
-    ov_row, heat_row = [], []
-    for col, (mode, r) in zip(st.columns(len(results)), results.items()):
-        with col:
-            ov, heat = result_panel(f"**{viz.mode_label(mode)}**", image, r.maps, gt, map_name, (lo, hi), view,
-                                    channel, box, row=pd.Series(r.row(res["backend"])))
-            ov_row.append(ov)
-            heat_row.append(heat)
-    _metrics_and_downloads(upload, res, gt is not None, [ov_row, heat_row], map_name)
+    panels = []
+    per_row = 4 if len(results) > 3 else 3  # panels keep the Compare page's size, one mode or many
+    items = list(results.items())
+    for start in range(0, len(items), per_row):
+        for col, (mode, r) in zip(st.columns(per_row), items[start:start + per_row]):
+            with col:
+                panels.append(result_panel(f"**{viz.mode_label(mode)}**", image, r.maps, gt, map_name, (lo, hi), view,
+                                           channel, box, row=pd.Series(r.row(res["backend"])), mode=mode))
+    _metrics_and_downloads(upload, res, gt is not None, panels, map_name, (lo, hi), view)
 
 
-def _metrics_and_downloads(upload: UploadedSlice, res: dict, has_mask: bool, grid: list, map_name: str) -> None:
+def _metrics_and_downloads(upload: UploadedSlice, res: dict, has_mask: bool, panels: list, map_name: str,
+                           scale: tuple[float, float], view: dict) -> None:
     results = res["results"]
+    panel_downloads([panels], [res["backend"]], list(results), f"{upload.slice_id}_{map_name}", "up_panels", map_name,
+                    scale, view["cmap"], view["alpha"])
     table = None
     if has_mask:
         table = pd.DataFrame([r.row(res["backend"]) for r in results.values()])
@@ -222,13 +278,9 @@ def _metrics_and_downloads(upload: UploadedSlice, res: dict, has_mask: bool, gri
         st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch",
                      column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f")
                                     for c in METRIC_NAMES if c in table.columns})
-    d1, d2, _ = st.columns([1, 1, 3])
     if table is not None:
-        d1.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
-                           mime="text/csv", icon=":material/download:", width="stretch")
-    (d1 if table is None else d2).download_button(
-        "Panels (PNG)", lambda: viz.grid_png(grid, ["prediction", map_name], [viz.mode_label(m) for m in results]),
-        file_name=f"{upload.slice_id}_{map_name}.png", mime="image/png", icon=":material/image:", width="stretch")
+        st.download_button("Metrics (CSV)", table.to_csv(index=False), file_name=f"{upload.slice_id}_metrics.csv",
+                           mime="text/csv", icon=":material/download:", on_click="ignore")
 
 
 st.title("Your image")

@@ -110,6 +110,7 @@ class Asset:
     weight_files: tuple[str, ...] = ()
     page: str = ""  # where a person finds it by hand
     kaggle_handle: str = ""
+    size_text: str = ""  # how the size is said to people (CLI, app, docs), when one number would mislead
 
 
 KAGGLE_LGG = "mateuszbuda/lgg-mri-segmentation"
@@ -122,7 +123,7 @@ ASSETS: dict[str, Asset] = {
                 "(cite Buda et al., Comput. Biol. Med. 2019 and Mazurowski et al., J. Neurooncol. 2017).",
         licence_url="https://creativecommons.org/licenses/by-nc-sa/4.0/",
         # the Kaggle archive (~0.7 GB) unpacks to kaggle_3m twice (top level and lgg-mri-segmentation/)
-        approx_bytes=3000 * MB,
+        approx_bytes=3000 * MB, size_text="~0.7 GB download, ~3 GB on disk once unpacked",
         page=f"https://www.kaggle.com/datasets/{KAGGLE_LGG}", kaggle_handle=KAGGLE_LGG,
     ),
     "unet": Asset(
@@ -692,6 +693,6 @@ def licence_text(names: Sequence[str]) -> str:
     lines = []
     for n in names:
         a = ASSETS[n]
-        size = f"~{human_size(a.approx_bytes)}" if a.approx_bytes else ""
+        size = f"({a.size_text})" if a.size_text else f"~{human_size(a.approx_bytes)}" if a.approx_bytes else ""
         lines.append(f"* {n}: {a.title} {size}\n    licence: {a.licence}\n    terms:   {a.licence_url}")
     return "\n".join(lines)

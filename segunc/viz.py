@@ -25,12 +25,13 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, ece_from_bins
-from .analysis.stats import METRIC_LABELS, MODE_LABELS, mode_label, order_backends, order_modes
+from .analysis.stats import BACKEND_LABELS, METRIC_LABELS, MODE_LABELS, mode_label, order_backends, order_modes
 
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
            "outcome_counts", "colorize", "colorbar_html", "legend_html", "crop_box", "crop", "distribution_figure",
            "reliability_figure", "calibration_figure", "pvalue_figure", "tumour_profile_figure", "mode_label",
-           "grid_png", "box_stats", "risk_coverage_figure", "decomposition_figure", "cost_quality_figure", "log_ticks"]
+           "grid_png", "box_stats", "risk_coverage_figure", "decomposition_figure", "cost_quality_figure", "log_ticks",
+           "heat_overlay", "map_note", "map_origin", "CONTOUR_COLORS"]
 
 #: Okabe-Ito colours for the three outcomes of a prediction against the ground truth
 OUTCOME_COLORS = {"TP": (240, 228, 66), "FP": (213, 94, 0), "FN": (86, 180, 233)}
@@ -165,6 +166,67 @@ def crop(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return img[y0:y1, x0:x1]
 
 
+#: contour colours of :func:`heat_overlay` (as in :func:`segunc.report.export.panel_grid_bytes`)
+CONTOUR_COLORS = {"truth": (240, 228, 66), "pred": (213, 94, 0)}
+#: maps that carry nothing for a mode: one deterministic pass has no samples to disagree, so its variance
+#: and mutual information are zero by construction
+_NO_SAMPLES = "one deterministic pass: no samples, so no {what}"
+
+
+def map_note(mode: str, map_name: str) -> str | None:
+    """Why ``map_name`` does not apply to ``mode`` (shown instead of an always-blank map), None if it does."""
+    if mode == "normal" and map_name in ("variance", "mutual_information"):
+        return _NO_SAMPLES.format(what=MAP_LABELS[map_name].split(" (")[0].lower())
+    return None
+
+
+def map_origin(mode: str, map_name: str) -> str | None:
+    """Where a shown map comes from when not from ``mode`` itself (the CRF refines the fusion's mean only, so
+    its variance and mutual information are the fusion's), None otherwise."""
+    if mode == "crf" and map_name in ("variance", "mutual_information"):
+        return "the fusion's map: the CRF refines the mean only"
+    return None
+
+
+def _edge(mask: np.ndarray, width: int) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+
+    m = np.asarray(mask, bool)
+    return m & ~binary_erosion(m, iterations=width, border_value=0) if m.any() else m
+
+
+def heat_overlay(image: np.ndarray, values: np.ndarray | None, vmin: float, vmax: float, colorscale: str = "Viridis",
+                 alpha: float = 0.6, truth: np.ndarray | None = None, pred: np.ndarray | None = None,
+                 channel: int | None = 1, box: tuple[int, int, int, int] | None = None, size: int = 384) -> np.ndarray:
+    """An uncertainty map drawn over the anatomy: the slice in grey, ``values`` coloured on [vmin, vmax]
+    and blended with opacity ``alpha`` × (0.25 + 0.75 z) (z: the value's place on the scale, so certain
+    tissue stays readable), the ground truth as a solid and the prediction as a dashed contour
+    (:data:`CONTOUR_COLORS`). Cropped to ``box``, upscaled (nearest) to at least ``size`` pixels so the
+    contours stay thin. ``values=None``: the anatomy and contours alone."""
+    base = to_rgb(image, channel)
+    box = box or (0, base.shape[0], 0, base.shape[1])
+    base = crop(base, box).astype(np.float32)
+    k = max(1, int(np.ceil(size / max(base.shape[:2]))))
+    up = (lambda a: np.repeat(np.repeat(a, k, axis=0), k, axis=1))
+    out = up(base)
+    if values is not None:
+        v = np.nan_to_num(crop(np.asarray(values, np.float32), box), nan=float(vmin))
+        span = float(vmax) - float(vmin)
+        z = np.clip((v - float(vmin)) / span, 0, 1) if span > 0 else np.zeros_like(v)
+        a = up((alpha * (0.25 + 0.75 * z))[..., None])
+        out = (1 - a) * out + a * up(colorize(v, vmin, vmax, colorscale).astype(np.float32))
+    width = max(1, k // 2)
+    for name, mask in (("truth", truth), ("pred", pred)):
+        if mask is None:
+            continue
+        e = _edge(up(crop(np.asarray(mask, bool), box)), width)
+        if name == "pred":  # dashed: every other run of 3k pixels along both axes
+            yy, xx = np.indices(e.shape)
+            e &= ((yy + xx) // (3 * k)) % 2 == 0
+        out[e] = CONTOUR_COLORS[name]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 # ------------------------------------------------------------------------------ figures
 def _layout(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
     fig.update_layout(template=_TEMPLATE, height=height, font=_FONT, margin=dict(l=60, r=20, t=50 if title else 20, b=40),
@@ -219,7 +281,7 @@ def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points
         color = _color(BACKEND_COLORS, backend, i)
         hover = (f"<b>%{{customdata[1]}}</b><br>{backend} · %{{customdata[4]}}<br>"
                  f"{hover_name} = %{{y:.4f}}<extra></extra>")
-        style = dict(name=backend, legendgroup=backend, hovertemplate=hover,
+        style = dict(name=BACKEND_LABELS.get(backend, backend), legendgroup=backend, hovertemplate=hover,
                      marker=dict(color=color, size=5, opacity=0.75), line=dict(color=color))
         if kind == "box" and big:  # the outlier trace shares the box's slot (offsetgroup)
             style["offsetgroup"] = backend
@@ -252,7 +314,7 @@ def distribution_figure(df: pd.DataFrame, metric: str, kind: str = "box", points
     else:
         fig.update_layout(violinmode="group")
     _layout(fig, height, title)
-    fig.update_layout(clickmode="event+select", dragmode="zoom")
+    fig.update_layout(clickmode="event+select", dragmode="zoom", showlegend=True)  # a lone backend is named too
     return fig
 
 
@@ -329,7 +391,7 @@ def calibration_figure(desc: pd.DataFrame, metrics: Sequence[str] = ("nll", "ece
         for i, backend in enumerate(order_backends(d["backend"])):
             g = d[d["backend"] == backend]
             g = g.set_index("mode").reindex([m for m in modes if m in set(g["mode"])])
-            fig.add_trace(go.Bar(x=[mode_label(m) for m in g.index], y=g["mean"], name=backend, legendgroup=backend,
+            fig.add_trace(go.Bar(x=[mode_label(m) for m in g.index], y=g["mean"], name=BACKEND_LABELS.get(backend, backend), legendgroup=backend,
                                  showlegend=c == 1, marker_color=_color(BACKEND_COLORS, backend, i),
                                  error_y=dict(type="data", symmetric=False, array=g["ci_high"] - g["mean"],
                                               arrayminus=g["mean"] - g["ci_low"], thickness=1.2, width=3),

@@ -25,7 +25,7 @@ from tests.conftest_app import ROOT, app_store  # noqa: F401
 pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
-         "calibration": "calibration", "review": "review", "upload": "upload"}
+         "calibration": "calibration", "review": "review", "upload": "upload", "overview": "overview"}
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
@@ -199,12 +199,113 @@ def test_deep_link_on_a_fresh_server_runs_inside_the_app(app_store, lgg_root, un
         ctx = browser.new_context(viewport=VIEWPORT)
         page = ctx.new_page()
         page.goto(f"{srv.url}/compare?slice={slice_id}&focus=litemedsam:crf")
+        try:  # the legacy run ends with a rerun through app.py; on a loaded machine the page idles between the two
+            page.wait_for_function("() => (document.querySelector('[data-testid=\"stSidebarNav\"]') || {innerText: ''})"
+                                   ".innerText.includes('Set-up')", timeout=120_000)
+        except Exception:  # noqa: BLE001 - the assertion below says what the navigation shows instead
+            pass
         wait_idle(page)
         nav = page.inner_text('[data-testid="stSidebarNav"]')
         assert "Set-up" in nav and "Compare a slice" in nav and "common" not in nav
-        assert slice_id in page.inner_text('[data-testid="stMain"] h3')  # the slice header
+        assert slice_id in page.inner_text('[data-testid="stMain"] div.seg-slice')  # the slice header
         assert f"slice={slice_id}" in page.url
         assert not problems(page)
+        ctx.close()
+    finally:
+        srv.stop()
+
+
+def _visible_images(page) -> list[dict]:
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stImage"] img')]
+        .map(i => { const r = i.getBoundingClientRect(); return {top: r.top, bottom: r.bottom, width: r.width}; })""")
+
+
+def test_compare_reads_at_a_glance_at_1280x720(server, browser, shots):
+    """A laptop / projector screen: a first row of large panels above the fold, no clipped metric text, and a
+    map that does not apply (Normal's mutual information) replaced by its reason, never an always-blank map."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+    page = ctx.new_page()
+    page.goto(f"{server.url}/compare?map=mutual_information")
+    wait_idle(page)
+    page.screenshot(path=str(shots / "compare_1280x720_mi.png"))
+    assert not problems(page), problems(page)
+    imgs = _visible_images(page)
+    above = [i for i in imgs if i["top"] >= 0 and i["bottom"] <= 720]
+    assert len(above) >= 3, f"panels above the fold at 1280×720: {imgs[:6]}"
+    assert min(i["width"] for i in above) >= 150, f"panels too small: {above}"
+    texts = page.evaluate("""() => [...document.querySelectorAll('table.seg-m, div.seg-foot, div.seg-na')]
+        .map(e => [e.className, e.scrollWidth, e.clientWidth, e.innerText])""")
+    assert texts and any(t[0] == "seg-m" for t in texts), "no metric text in the panels"
+    clipped = [t for t in texts if t[1] > t[2]]
+    assert not clipped, f"metric text overflows its panel: {clipped}"
+    notes = [t[3] for t in texts if t[0] == "seg-na"]
+    assert sum("n/a" in n for n in notes) == 2, notes  # Normal (each backend): no MI map, the reason instead
+    assert len(imgs) == 12, imgs  # every panel keeps the anatomy with its contours, n/a ones too
+    ctx.close()
+
+
+@pytest.mark.parametrize("fmt,magic", [("SVG", b"<svg"), ("PDF", b"%PDF-")])
+def test_compare_panels_download_as_vector(server, page, fmt, magic):
+    """The visible download buttons under the panels give a real SVG / PDF (colour bar, legend, labels)."""
+    page.goto(f"{server.url}/compare")
+    wait_idle(page)
+    button = page.locator('[data-testid="stDownloadButton"] button', has_text=fmt).first
+    assert button.is_visible()
+    with page.expect_download(timeout=180_000) as info:
+        button.click()
+    data = Path(info.value.path()).read_bytes()
+    assert len(data) > 5000 and magic in data[:4096], data[:200]
+    if fmt == "SVG":
+        text = data.decode("utf-8", "replace")
+        assert "ground truth" in text and "U-Net" in text and "Entropy (bits)" in text
+    assert not problems(page)
+
+
+def test_upload_without_a_mask_box_drawn_on_the_image(browser, lgg_root, unet_weights, tmp_path, shots):
+    """No mask, a box-prompted backend: dragging a box on the image fills x0, y0, x1, y1 and draws the box."""
+    image = lgg_root / "TCGA_CS_5396_20010302" / "TCGA_CS_5396_20010302_12.tif"
+    env = {"SEGUNC_CACHE": str(tmp_path / "store"), "SEGUNC_DATA": str(lgg_root),
+           "SEGUNC_WEIGHTS": str(unet_weights.parent), "SEGUNC_MODE": "local"}
+    srv = Server(env, tmp_path / "streamlit.log")
+    try:
+        ctx = browser.new_context(viewport=VIEWPORT)
+        page = ctx.new_page()
+        page.goto(srv.url)
+        wait_idle(page)
+        page.goto(f"{srv.url}/upload")
+        wait_idle(page)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(image))
+        wait_idle(page)
+        page.get_by_role("combobox", name="Backend").click()
+        page.get_by_role("option", name="litemedsam").click()
+        wait_idle(page)
+        inputs = [page.get_by_label(name, exact=True) for name in ("x0", "y0", "x1", "y1")]
+        assert [i.input_value() for i in inputs] == [""] * 4  # no mask: no box yet
+        drag = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+        r = drag.bounding_box()
+        page.mouse.move(r["x"] + 0.30 * r["width"], r["y"] + 0.25 * r["height"])
+        page.mouse.down()
+        page.mouse.move(r["x"] + 0.50 * r["width"], r["y"] + 0.40 * r["height"], steps=8)
+        page.mouse.move(r["x"] + 0.60 * r["width"], r["y"] + 0.55 * r["height"], steps=8)
+        page.mouse.up()
+        page.wait_for_function("""() => ['x0', 'y0', 'x1', 'y1'].every(n =>
+            (document.querySelector(`input[aria-label="${n}"]`) || {}).value)""", timeout=60_000)
+        wait_idle(page)
+        box = [int(i.input_value()) for i in inputs]
+        assert abs(box[0] - 0.30 * 256) <= 6 and abs(box[2] - 0.60 * 256) <= 6, box
+        assert abs(box[1] - 0.25 * 256) <= 6 and abs(box[3] - 0.55 * 256) <= 6, box
+        assert page.locator('[data-testid="stPlotlyChart"] path[style*="rgb(213, 94, 0)"]').count() >= 1  # drawn
+        assert page.get_by_role("button", name="Run").is_enabled()
+        page.screenshot(path=str(shots / "upload_box_drawn.png"), full_page=True)
+        assert not problems(page), problems(page)
+        page.get_by_role("button", name="Run").click()  # LiteMedSAM, Normal: one pass with the drawn box
+        page.wait_for_selector("text=Download the panels", timeout=240_000)
+        wait_idle(page)
+        main = page.inner_text('[data-testid="stMain"]')
+        assert "box prompt" in main and f"box ({box[0]}, {box[1]}, {box[2]}, {box[3]})" in main, main[-800:]
+        assert len(page.query_selector_all('[data-testid="stMain"] [data-testid="stImage"] img')) >= 2
+        screenshot(page, shots / "upload_result.png")
+        assert not problems(page), problems(page)
         ctx.close()
     finally:
         srv.stop()

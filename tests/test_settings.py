@@ -66,3 +66,14 @@ def test_offline_argument_beats_the_environment(clean_env, tmp_path):
     clean_env.setenv("SEGUNC_OFFLINE", "1")
     with pytest.raises(AssertionError, match="a request was made"):
         fetch.download("http://127.0.0.1:9/x.bin", tmp_path / "y.bin", offline=False, retries=0)
+
+
+def test_app_data_falls_back_to_the_shipped_sample_only_when_nothing_is_configured(clean_env, tmp_path):
+    assert settings.SAMPLE_DATA.is_dir()  # shipped in the repository
+    clean_env.setattr(settings, "DEFAULT_DATA", tmp_path / "missing")
+    assert settings.using_sample() and settings.app_data_dir() == settings.SAMPLE_DATA
+    assert settings.data_dir() == tmp_path / "missing"  # downloads still go to the data folder, never the sample
+    (tmp_path / "missing").mkdir()
+    assert not settings.using_sample() and settings.app_data_dir() == tmp_path / "missing"
+    clean_env.setenv("SEGUNC_DATA", str(tmp_path / "configured_but_absent"))
+    assert not settings.using_sample() and settings.app_data_dir() == tmp_path / "configured_but_absent"

@@ -272,7 +272,10 @@ def test_upload_page_runs_unet_with_a_mask_and_stores_nothing(app_env, app_store
     at.multiselect(key="up_modes").set_value(["normal"])
     at.button(key="up_run").click().run()
     assert_clean(at)
-    assert len(at.get("image")) == 3  # image + mask, prediction overlay, heatmap
+    assert len(at.get("image")) == 2  # image + mask, the uncertainty over the anatomy (with both contours)
+    at.radio(key="up_show").set_value("both").run()
+    assert_clean(at)
+    assert len(at.get("image")) == 3  # … and the prediction against the mask (TP / FP / FN)
     table = at.dataframe[0].value
     expect = evaluate_upload(unet, load_upload(png(image), "x", png(mask.astype(np.uint8)), "m"), ["normal"],
                              PipelineConfig(samples=10))["normal"].metrics
@@ -283,6 +286,7 @@ def test_upload_page_runs_unet_with_a_mask_and_stores_nothing(app_env, app_store
     at.selectbox(key="up_map").set_value("variance").run()  # the viewer's controls work on the kept result
     assert_clean(at)
     assert len(at.get("image")) == 3
+    assert any("n/a" in m.value for m in at.markdown)  # Normal has no variance map: the reason, not a blank map
 
 
 def test_upload_page_grayscale_without_a_mask(app_env, real):
@@ -293,7 +297,7 @@ def test_upload_page_grayscale_without_a_mask(app_env, real):
     assert any("replicated" in i.value for i in at.info)  # the policy used is said
     at.button(key="up_run").click().run()
     assert_clean(at)
-    assert len(at.get("image")) == 3 and len(at.dataframe) == 0  # no mask: no metrics table
+    assert len(at.get("image")) == 2 and len(at.dataframe) == 0  # slice, uncertainty panel; no mask: no metrics
     assert any("No mask" in m.value for m in at.markdown)
 
 

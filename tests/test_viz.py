@@ -138,7 +138,7 @@ def results() -> pd.DataFrame:
 @pytest.mark.parametrize("kind", ["box", "violin"])
 def test_distribution_figure(results, kind):
     fig = viz.distribution_figure(results, "dice", kind=kind, points="all")
-    assert [t.name for t in fig.data] == ["unet", "litemedsam"]
+    assert [t.name for t in fig.data] == ["U-Net", "LiteMedSAM"]  # display names (legends of exported figures)
     assert all(t.type == kind for t in fig.data)
     t = fig.data[0]
     assert len(t.y) == 32 and t.customdata.shape == (32, 5)
@@ -180,7 +180,7 @@ def test_reliability_figure_titles_carry_pooled_ece():
 def test_calibration_and_pvalue_figures(results):
     desc = stats.describe(results, ["nll", "ece", "brier"], n_resamples=200)
     fig = viz.calibration_figure(desc)
-    assert len(fig.data) == 6 and {t.name for t in fig.data} == {"unet", "litemedsam"}
+    assert len(fig.data) == 6 and {t.name for t in fig.data} == {"U-Net", "LiteMedSAM"}
     pw = stats.pairwise_wilcoxon(results, "dice", "unet")
     pf = viz.pvalue_figure(pw)
     h = pf.data[0]
@@ -231,7 +231,7 @@ def test_distribution_figure_stays_light_on_big_tables(kind):
     assert 0 < points <= 6000 + 10
     if kind == "box":
         boxes = [t for t in fig.data if t.q1 is not None]
-        assert [t.name for t in boxes] == ["unet", "litemedsam"]  # registry order
+        assert [t.name for t in boxes] == ["U-Net", "LiteMedSAM"]  # registry order
         g = df[(df["backend"] == "unet") & (df["mode"] == "tta")]["dice"].to_numpy()
         b = boxes[0]
         j = list(b.x).index("TTA")

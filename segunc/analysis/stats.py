@@ -342,17 +342,15 @@ def _fmt(v: float, digits: int) -> str:
     return "--" if not np.isfinite(v) else f"{v:.{digits}f}"
 
 
-#: display names of backends in tables and figures (unknown ones are shown as they are)
+#: display names of backends and modes in tables and figures (unknown ones are shown as they are)
+BACKEND_LABELS = {"unet": "U-Net", "litemedsam": "LiteMedSAM", "medsam": "MedSAM", "universeg": "UniverSeg"}
 MODE_LABELS = {"normal": "Normal", "mc_dropout": "MC dropout", "tta": "TTA", "noisy": "Noisy",
                "box_jitter": "Box jitter", "fusion": "Fusion", "crf": "CRF"}
 
 
 def mode_label(mode: str) -> str:
-    """Display name of a mode (``mc_dropout`` → ``MC dropout``)."""
+    """Display name of a mode (``mc_dropout`` → ``MC dropout``); unknown modes as they are."""
     return MODE_LABELS.get(mode, mode)
-
-
-BACKEND_LABELS = {"unet": "U-Net", "litemedsam": "LiteMedSAM", "medsam": "MedSAM", "universeg": "UniverSeg"}
 
 
 def backend_label(backend: str) -> str:
