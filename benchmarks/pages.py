@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # segunc and the browser tests' helpers, run as a script
+    sys.path.insert(0, str(ROOT))
 PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
          "calibration": "calibration", "review": "review", "upload": "upload"}
 VIEWPORT = {"width": 1600, "height": 1000}
@@ -65,20 +67,14 @@ def start_app(env: dict[str, str], log: Path, timeout: float = 180.0) -> tuple[s
 
 
 def wait_ready(page, timeout: float = 300.0, settle: int = 4) -> float:
-    """Seconds until the script run is over, images decoded, charts drawn, no skeleton (stable ``settle`` polls)."""
-    t0 = time.perf_counter()
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
-    stable = 0
-    while time.perf_counter() - t0 < timeout:
-        state = page.get_attribute('[data-testid="stApp"]', "data-test-script-state")
-        ready = page.evaluate("""() => [...document.images].every(i => i.complete) &&
-            [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(c => c.querySelector('.main-svg')) &&
-            !document.querySelector('[data-testid="stSkeleton"]')""")
-        stable = stable + 1 if state == "notRunning" and ready else 0
-        if stable >= settle:
-            return time.perf_counter() - t0 - settle * 0.1
-        time.sleep(0.1)
-    return float("nan")
+    """Seconds until the script run is over, images decoded, charts drawn, no skeleton (the browser
+    tests' ``wait_idle``; NaN when the page is still busy after ``timeout``)."""
+    from tests.test_browser import wait_idle  # the repository root is on sys.path (see main)
+
+    try:
+        return wait_idle(page, timeout, settle)
+    except TimeoutError:
+        return float("nan")
 
 
 def problems(page) -> list[str]:
@@ -122,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="segunc-bench-pages-"))
     cache = args.cache
     if args.snapshot:
-        sys.path.insert(0, str(ROOT))
-        from segunc.snapshot import import_snapshot
+        from segunc.store.snapshot import import_snapshot
 
         cache = cache or tmp / "store"
         import_snapshot(args.snapshot, cache, force=True)
