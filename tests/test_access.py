@@ -462,6 +462,7 @@ def test_runner_queues_a_job(app_env, app_store, monkeypatch):
     at.number_input(key="run_T").set_value(SAMPLES)
     at.number_input(key="run_limit").set_value(N_SLICES)
     at.multiselect(key="run_backends").set_value(["unet"])
+    at.toggle(key="run_spread").set_value(False)  # the fixture's sweep takes the first N
     at.run()
     at.button(key="run_queue").click().run()
     assert_clean(at)
