@@ -41,7 +41,7 @@ def holdings(ov: dict) -> None:
             + ", ".join(f"{k} {v}" for k, v in ov["splits"].items()))
     m = _manifest()
     if m:
-        st.text("Snapshot: " + " · ".join(f"{k} {m[k]}" for k in ("created_at", "host", "source", "segunc_version",
+        st.text("Manifest: " + " · ".join(f"{k} {m[k]}" for k in ("created_at", "host", "source", "segunc_version",
                                                                   "pipeline_version") if m.get(k)))
 
 

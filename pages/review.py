@@ -229,10 +229,10 @@ def decomposition(sel: pd.DataFrame) -> None:
     chart_downloads(dec_fig, name="segunc_decomposition", key="rv_dec_fig_dl")
     num = ["aleatoric_image_mean", "epistemic_image_mean", "epistemic_share_median"]
     shown = dec[["backend", "mode", "n", *num, "note"]].copy()
-    for c, fmt in zip(num, ("{:.5f}", "{:.5f}", "{:.3f}")):  # a decomposition that does not apply shows n/a
-        shown[c] = [fmt.format(v) if pd.notna(v) else "n/a" for v in shown[c]]
     shown["note"] = shown["note"].fillna("")
-    st.dataframe(_shown(shown), hide_index=True, width="stretch", key="rv_dec", height=38 + 35 * len(dec),
+    # numbers stay numbers; a decomposition that does not apply (NaN) reads "n/a"
+    table = _shown(shown).style.format(dict(zip(num, ("{:.5f}", "{:.5f}", "{:.3f}"))), na_rep="n/a")
+    st.dataframe(table, hide_index=True, width="stretch", key="rv_dec", height=38 + 35 * len(dec),
                  column_config={"aleatoric_image_mean": "aleatoric (bits)", "epistemic_image_mean": "epistemic (bits)",
                                 "epistemic_share_median": "epistemic share (median)",
                                 "note": st.column_config.TextColumn("why n/a", width="large")})

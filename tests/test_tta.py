@@ -132,7 +132,8 @@ def test_keys_paper_set_keeps_its_key_default_set_new():
 
 
 def test_cli_tta_set_flag():
-    from segunc.cli import build_parser, config_from_args
+    from segunc.cli import build_parser
+    from segunc.cli.common import config_from_args
 
     args = build_parser().parse_args(["evaluate", "--tta-set", "paper", "--backend", "unet", "--out", "x.csv"])
     assert config_from_args(args).tta_set == "paper"

@@ -78,7 +78,8 @@ def test_tune_refuses_test_split(tuned, tmp_path, capsys):
 
 
 def test_evaluate_tuned_applies_the_settings(tuned, tmp_path):
-    from segunc.cli import build_parser, config_from_args
+    from segunc.cli import build_parser
+    from segunc.cli.common import config_from_args
     from segunc.runner.tune import apply_tuned
     from segunc.store import ResultStore
 

@@ -116,6 +116,10 @@ def export_snapshot_with_analyses(out: Path | str, store_root: Path | str | None
     from ..store import ResultStore
     from ..store.snapshot import export_snapshot
 
+    from .. import settings
+
+    if not (settings.store_dir(store_root) / "store.sqlite").is_file():
+        return export_snapshot(out, store_root, data=data)  # no store here: its clear error, nothing created
     try:
         store = ResultStore(store_root)
         roots = data_roots(store.con, [data])
