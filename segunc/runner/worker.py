@@ -122,11 +122,11 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
         seconds = time.perf_counter() - max(t_plan, last_done[0])
         return seconds, (next(iter(planned)).slice_id if planned else after.get(ref.slice_id))
 
-    bar = tqdm(refs if executor is None else None, total=len(refs), desc=f"{backend.name} × {len(modes)} modes",
+    bar = tqdm(total=len(refs), desc=f"{backend.name} × {len(modes)} modes",
                unit="slice", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     state = "done"
     if executor is None:
-        outcomes = iter_sweep(backend, bar, modes, config, plan=plan)
+        outcomes = iter_sweep(backend, refs, modes, config, plan=plan)
     else:
         outcomes = executor.iter_sweep(spec, backend, refs, modes, config, plan=plan,
                                        log=lambda msg: bar.write(msg, file=sys.stderr))
@@ -161,9 +161,8 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
                     need_timing = False
                 elif todo:
                     _record_costs(store, backend.name, spec.device, config, out.results, seconds)
-            if executor is not None:
-                bar.update(1)
             bar.set_postfix(computed=c.computed, skipped=c.skipped, failed=c.failed, refresh=False)
+            bar.update(1)  # per finished slice (slices are read in groups: iterating them would run ahead)
             last_done[0] = time.perf_counter()  # the next slice's time starts now (bookkeeping excluded)
             if cancel:
                 state = "cancelled"
