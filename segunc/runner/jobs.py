@@ -500,6 +500,8 @@ def stored_results(store: ResultStore, spec: JobSpec, slice_ids: Sequence[str]) 
     """mode → slice ids of ``slice_ids`` whose result for this spec the store already holds (so a
     sweep would skip them). Matched on the result-key material (backend settings, weights sha256,
     mode parameters, temperature, pipeline version) without loading the model."""
+    from ..postprocess import POST_STEPS
+
     config = spec.pipeline_config()
     modes = spec.mode_list()
     wanted = set(slice_ids)
@@ -513,7 +515,8 @@ def stored_results(store: ResultStore, spec: JobSpec, slice_ids: Sequence[str]) 
     q = (f"SELECT r.slice_id, r.mode, r.settings_id, r.has_samples, s.material FROM results r JOIN settings s "
          f"ON s.settings_id = r.settings_id WHERE r.backend = ? AND r.mode IN ({', '.join('?' * len(modes))})")
     for row in store.con.execute(q, (spec.backend, *modes)):
-        if row["slice_id"] not in wanted or (config.keep_samples and not row["has_samples"]):
+        if row["slice_id"] not in wanted or (config.keep_samples and not row["has_samples"]
+                                             and row["mode"] not in POST_STEPS):  # post-processing has no samples
             continue
         sid = row["settings_id"]
         if sid not in ok:

@@ -70,6 +70,7 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     from tqdm import tqdm
 
     from ..pipeline import result_key_material
+    from ..postprocess import POST_STEPS
     from .sweep import build_backend, iter_sweep, parse_modes, select_slices
 
     spec_json = job_table.job_spec_json(store.con, job_id)
@@ -109,7 +110,9 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     def plan(ref):
         image = image_relpath(ref.image_path, root)
         keys = {m: result_key(material[m], ref.slice_id, image) for m in modes}
-        valid = store.valid_keys(list(keys.values()), need_samples=config.keep_samples)
+        sampled = [keys[m] for m in modes if m not in POST_STEPS]  # post-processing results carry no samples
+        valid = (store.valid_keys(sampled, need_samples=config.keep_samples)
+                 | store.valid_keys([keys[m] for m in modes if m in POST_STEPS]))
         if not planned:  # the sweep plans a group of slices, then computes them in order: the first is current
             _set(store, job_id, current=ref.slice_id)
         planned[ref] = (image, keys, time.perf_counter())
