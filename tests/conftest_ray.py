@@ -78,6 +78,9 @@ class Cluster:
         self.address = f"127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # the nodes ask for 2 threads (Ray keeps a set $OMP_NUM_THREADS): the sweep's workers must still
+        # use the executor's pinned count, or their maps would not match a 1-thread local run
+        self.env["OMP_NUM_THREADS"] = "2"
         self.head: set[int] = set()
 
     def start(self) -> None:

@@ -86,12 +86,12 @@ def _wait_for(cond, timeout: float, what: str, proc=None) -> None:
 def test_ray_sweep_equals_local(cluster, lgg_root, unet_weights, tmp_path):
     """Same keys, metric rows (≤ 1e-6) and maps (≤ 1e-6) as the local executor; a repeat computes 0.
 
-    The local run uses one thread, as each 1-CPU actor does: PyTorch's CPU kernels sum in an order
-    that depends on the thread count (U-Net logits differ by up to 2.4e-6 between 1 and 2 threads,
-    metrics by < 1e-9, and a stored 8-bit map can then flip a pixel by one quantisation step)."""
+    The local run uses one thread (``--threads 1``), as each Ray worker does (pinned, whatever the
+    node's $OMP_NUM_THREADS): PyTorch's CPU kernels sum in an order that depends on the thread count,
+    and a stored 8-bit map can then differ by one quantisation step at a pixel (docs/cluster.md)."""
     modes = "normal,mc_dropout,tta"
     local, remote = tmp_path / "local", tmp_path / "ray"
-    r_local = _cli(_args(lgg_root, unet_weights, local, 3, modes), env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    r_local = _cli(_args(lgg_root, unet_weights, local, 3, modes) + ["--threads", "1"])
     r_ray = _cli(_args(lgg_root, unet_weights, remote, 3, modes) + ["--executor", "ray", "--ray-address", cluster.address],
                  cluster)
     assert _done_line(r_local.stdout) == _done_line(r_ray.stdout) == {"computed": 9, "skipped": 0, "failed": 0}
