@@ -13,7 +13,7 @@ from pages._errors import explain, guard
 from pages._format import fmt_seconds
 from pages._settings import ensure_app, user_path
 from pages._viewer import backend_readiness
-from pages._cluster import cluster_section
+from pages._cluster import cluster_section, sent_pending
 from segunc import settings
 from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,
                            UNCERTAINTIES, CRFParams, FusionConfig, PipelineConfig)
@@ -256,17 +256,29 @@ def cost_and_queue(backends: list[str], modes: list[str]) -> None:
         st.caption(f"{int(cost['slices'].max())} slice(s) from **{n_pat} patient(s)**"
                    + (" — spread over the selection." if specs[0].spread else "."))
     ids = [spec.job_id() for spec in specs] if ok and not empty else []
-    pending = bool(ids) and ids == ss.get("run_last") and _any_active(ids)
+    pending = bool(ids) and ids == ss.get("run_last") and (_any_active(ids) or sent_pending(_known(ids)))
     st.button("Queue", type="primary", icon=":material/playlist_add:", disabled=not ok or empty or pending,
               key="run_queue", on_click=_queue, args=(specs,),
               help="Already queued: see its progress below" if pending else None)
-    cluster_section(specs)
+    cluster_section(specs, active=pending)
     if ss.get("run_error"):
         st.error(f"Could not queue: {ss['run_error']}", icon=":material/error:")
     elif ss.get("run_worker") is False:
         st.warning("Queued, but no worker could be started. Run `python -m segunc worker` on this machine "
                    f"(store `{settings.store_dir()}`); see `{settings.store_dir() / 'logs'}`.",
                    icon=":material/warning:")
+
+
+def _known(job_ids: list[str]) -> list[str]:
+    """The ids among ``job_ids`` that the store holds a job for."""
+    s, out = store(), []
+    for j in job_ids:
+        try:
+            job_status(s, j)
+        except KeyError:
+            continue
+        out.append(j)
+    return out
 
 
 def _any_active(job_ids: list[str]) -> bool:
@@ -301,23 +313,31 @@ def job_list() -> None:
     one is active; the full list is static."""
     st.subheader("Jobs", divider="gray")
     jobs = list_jobs(store())
-    if jobs.empty:
+    awaited = [j for j in ss.get("run_last", []) if j not in set(jobs["job_id"])] \
+        if sent_pending(jobs["job_id"]) else []  # sent to the cluster, its driver still joining
+    if jobs.empty and not awaited:
         st.caption("No jobs yet.")
         return
     active = jobs["state"].isin(["queued", "running"])
     watched = jobs[active | jobs["job_id"].isin(ss.get("run_last", []))]
     meta = {r.job_id: f"**{r.backend}** · {r.modes} · split {r.split} · T={r.samples} · `{r.job_id[:10]}`"
             for r in watched.itertuples()}
-    live = bool(active.any())
-    (st.fragment(run_every=POLL_S)(_progress) if live else _progress)(meta, live)
+    live = bool(active.any()) or bool(awaited)
+    (st.fragment(run_every=POLL_S)(_progress) if live else _progress)(meta, live, awaited)
     with st.expander(f"All jobs ({len(jobs)})"):
         st.dataframe(jobs, hide_index=True, width="stretch")
 
 
-def _progress(meta: dict[str, str], live: bool) -> None:
+def _progress(meta: dict[str, str], live: bool, awaited: list[str] = ()) -> None:
     with guard("The job progress"):
-        if not _progress_body(meta) and live:
-            st.rerun(scope="app")  # everything finished: one full rerun stops the refresh
+        active = _progress_body(meta)
+        arrived = _known(list(awaited))
+        if set(awaited) - set(arrived):
+            st.caption(f":material/hub: Sent to the Ray cluster; its driver is joining the cluster "
+                       f"(log: `{ss.get('cluster_sent', {}).get('log', '')}`)")
+        waiting = bool(awaited) and sent_pending(arrived + list(meta))
+        if arrived or (live and not active and not waiting):
+            st.rerun(scope="app")  # a sent job appeared (show it), or everything finished (stop the refresh)
 
 
 def _progress_body(meta: dict[str, str]) -> bool:

@@ -12,6 +12,7 @@ weights_dir   ``SEGUNC_WEIGHTS``  ``data/weights`` (the folder every backend sea
 store_dir     ``SEGUNC_CACHE``    ``data/cache`` (the results store)
 offline       ``SEGUNC_OFFLINE``  off (also on when ``SEGUNC_MODE=demo``): download nothing
 app_mode      ``SEGUNC_MODE``     ``local`` (``server`` | ``demo``; the app may also read secrets)
+ray_address   ``RAY_ADDRESS``     none: the Ray cluster the Run page offers (``SEGUNC_RAY_ADDRESS`` first)
 ============  ==================  ==========================================================
 
 Relative defaults are relative to the current directory. The shipped LGG sample
@@ -32,7 +33,7 @@ APP_MODES = ("local", "server", "demo")
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "data" / "sample" / "kaggle_3m"
 
 __all__ = ["APP_MODES", "DEFAULT_DATA", "DEFAULT_STORE", "DEFAULT_WEIGHTS", "SAMPLE_DATA", "app_data_dir", "app_mode",
-           "data_dir", "offline", "store_dir", "using_sample", "weights_dir"]
+           "data_dir", "offline", "ray_address", "store_dir", "using_sample", "weights_dir"]
 
 
 def _folder(override, var: str, default: Path) -> Path:
@@ -72,6 +73,16 @@ def weights_dir(override: Path | str | None = None) -> Path:
 def store_dir(override: Path | str | None = None) -> Path:
     """The results store folder: ``override``, else ``$SEGUNC_CACHE``, else ``data/cache``."""
     return _folder(override, "SEGUNC_CACHE", DEFAULT_STORE)
+
+
+def ray_address() -> str | None:
+    """The Ray cluster (``host:port`` of its head) the app's Run page sends sweeps to:
+    ``$SEGUNC_RAY_ADDRESS``, else ``$RAY_ADDRESS`` (Ray's own variable), else None (no cluster)."""
+    for var in ("SEGUNC_RAY_ADDRESS", "RAY_ADDRESS"):
+        value = (os.environ.get(var) or "").strip()
+        if value:
+            return value
+    return None
 
 
 def app_mode() -> str:

@@ -77,3 +77,16 @@ def test_app_data_falls_back_to_the_shipped_sample_only_when_nothing_is_configur
     assert not settings.using_sample() and settings.app_data_dir() == tmp_path / "missing"
     clean_env.setenv("SEGUNC_DATA", str(tmp_path / "configured_but_absent"))
     assert not settings.using_sample() and settings.app_data_dir() == tmp_path / "configured_but_absent"
+
+
+def test_ray_address_for_the_run_page(monkeypatch):
+    """The cluster the Run page offers: $SEGUNC_RAY_ADDRESS, else Ray's own $RAY_ADDRESS, else none."""
+    monkeypatch.delenv("SEGUNC_RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert settings.ray_address() is None
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert settings.ray_address() == "10.0.0.5:6379"
+    monkeypatch.setenv("SEGUNC_RAY_ADDRESS", " head.lab:6380 ")
+    assert settings.ray_address() == "head.lab:6380"
+    monkeypatch.setenv("SEGUNC_RAY_ADDRESS", "  ")  # blank = unset
+    assert settings.ray_address() == "10.0.0.5:6379"

@@ -192,11 +192,15 @@ def sweep(args: argparse.Namespace):
     fit_temperature_arg(args, data)
     spec = spec_from_args(args)
     store = ResultStore(args.store)
-    executor = None
+    executor, threads = None, getattr(args, "threads", None)
     if getattr(args, "executor", "local") == "ray":
         from ..runner.ray_executor import RayExecutor
 
-        executor = RayExecutor(address=args.ray_address)
+        executor = RayExecutor(address=args.ray_address, threads=threads)
+    elif threads:
+        import torch
+
+        torch.set_num_threads(threads)
     _print_estimate(spec, store, refs, executor)
     t0 = time.perf_counter()
     job_id, counts = run_sweep(store, spec, refs=refs, progress=True, executor=executor)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_selection_args, add_store_args, data_root, fail, fit_temperature_arg, spec_from_args, sweep, sweep_errors
+from .common import (add_selection_args, add_store_args, data_root, fail, fit_temperature_arg, positive_int, spec_from_args,
+                     sweep, sweep_errors)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -15,6 +16,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true", help="queue it for the background worker (started if needed)")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="where to compute: here, or on a Ray cluster")
     p.add_argument("--ray-address", default=None, help="Ray cluster (host:port; default $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="PyTorch CPU threads: of this process (default: PyTorch's, one per core), or of each Ray "
+                        "worker with --executor ray (default 1, one worker per CPU). Maps match to the last bit "
+                        "only between runs with the same count")
     p.set_defaults(func=run)
     return p
 
@@ -24,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if args.background and args.executor == "ray":
         return fail("--executor ray runs in the foreground (the driver stores results as they arrive); drop --background")
     if args.background:
+        if args.threads:
+            return fail("--threads applies to a sweep run here; the background worker uses PyTorch's default")
         return _queue(args)
     from ..store import StoreFullError
 

@@ -39,6 +39,11 @@ __all__ = ["ClusterError", "ClusterInfo", "RayExecutor", "cluster_info", "connec
 _PKG_PARENT = str(Path(__file__).resolve().parents[2])  # the folder that holds the segunc package
 
 
+#: PyTorch intra-op threads per Ray worker (one worker per CPU): a pinned count, so where a slice
+#: is computed never changes its maps (see :class:`RayExecutor`)
+WORKER_THREADS = 1
+
+
 class ClusterError(ValueError):
     """The cluster cannot run the sweep (unreachable, no worker can start, all workers lost)."""
 
@@ -98,13 +103,14 @@ def cluster_info(context=None) -> ClusterInfo:
 class _SweepActor:
     """Holds one backend for a whole sweep and evaluates slice batches with it."""
 
-    def __init__(self, spec: dict, weights_sha256: str, weights_box: list):
+    def __init__(self, spec: dict, weights_sha256: str, weights_box: list, threads: int = 1):
         import torch
 
         from .jobs import JobSpec
         from .sweep import build_backend
 
         torch.set_grad_enabled(False)
+        torch.set_num_threads(threads)  # not the node's $OMP_NUM_THREADS: the sum order of a kernel depends on it
         self.spec = JobSpec.from_dict(spec)
         weights = _local_weights(self.spec.weights_path(), weights_sha256, weights_box)
         self.config = self.spec.pipeline_config()
@@ -158,12 +164,17 @@ class RayExecutor:
     ``batch``: slices per task; ``per_actor``: tasks queued on each actor (1: the next task is
     sent before the driver stores the last result, so a worker waits only for that round trip,
     and slow stragglers never hold queued work another worker could take); ``retries``: re-dispatches of a batch whose actor died;
-    ``workers``: actors (default: the cluster's CPUs, or GPUs for a CUDA sweep)."""
+    ``workers``: actors (default: the cluster's CPUs / ``threads``, or its GPUs for a CUDA sweep);
+    ``threads``: PyTorch intra-op threads of each actor (:data:`WORKER_THREADS`), which a CPU actor
+    also reserves as its ``num_cpus``. PyTorch's CPU kernels sum in an order that depends on the
+    thread count, so maps equal a local run's to the last bit only when that run used as many
+    threads (``run --threads``); otherwise they differ by ~1e-6 before the store's 8-bit coding."""
 
     def __init__(self, address: str | None = None, batch: int = 1, per_actor: int = 1, retries: int = 3,
-                 workers: int | None = None, start_timeout: float = 600.0):
+                 workers: int | None = None, start_timeout: float = 600.0, threads: int | None = None):
         self.address, self.batch, self.per_actor, self.retries = address, max(1, batch), max(1, per_actor), retries
         self.workers, self.start_timeout = workers, start_timeout
+        self.threads = max(1, int(threads or WORKER_THREADS))
         self.info: ClusterInfo | None = None
 
     def driver_device(self, device: str) -> str:
@@ -184,15 +195,15 @@ class RayExecutor:
         cuda = spec.device.startswith("cuda")
         if cuda and info.gpus < 1:
             raise ClusterError(f"--device {spec.device}: the Ray cluster at {info.address} has no GPU")
-        n = self.workers or max(1, int(info.gpus if cuda else info.cpus))
+        n = self.workers or max(1, int(info.gpus if cuda else info.cpus // self.threads))
         weights = spec.weights_path()
         box = [ray.put(Path(weights).read_bytes())] if weights else [None]
-        actor_cls = ray.remote(num_cpus=0 if cuda else 1, num_gpus=1 if cuda else 0, max_restarts=0,
+        actor_cls = ray.remote(num_cpus=0 if cuda else self.threads, num_gpus=1 if cuda else 0, max_restarts=0,
                                max_task_retries=0)(_SweepActor)
         spec_dict = spec.to_dict()
 
         def start():
-            a = actor_cls.remote(spec_dict, backend.weights_sha256, box)
+            a = actor_cls.remote(spec_dict, backend.weights_sha256, box, self.threads)
             return a, a.ready.remote()
 
         starting = dict(start() for _ in range(n))  # actor -> its ready() ref
@@ -241,7 +252,7 @@ class RayExecutor:
                 done, _ = ray.wait(waits, num_returns=1, timeout=5.0)
                 if not alive and time.monotonic() - since_alive > self.start_timeout:
                     raise ClusterError(f"no Ray worker could start within {self.start_timeout:g} s on {info.address} "
-                                       f"(needs {'1 GPU' if cuda else '1 CPU'} free per worker)")
+                                       f"(needs {'1 GPU' if cuda else f'{self.threads} CPU(s)'} free per worker)")
                 for ref in done:
                     actor = next((a for a, r in starting.items() if r == ref), None)
                     if actor is not None:
@@ -308,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--address", default=None)
     r.add_argument("--cache", required=True, type=Path)
+    r.add_argument("--threads", type=int, default=None, help=f"PyTorch threads per worker (default {WORKER_THREADS})")
     r.add_argument("specs", type=Path)
     args = p.parse_args(argv)
     try:
@@ -323,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .worker import run_sweep
 
     print(info.line(), flush=True)
-    store, executor, rc = ResultStore(args.cache), RayExecutor(args.address), 0
+    store, executor, rc = ResultStore(args.cache), RayExecutor(args.address, threads=args.threads), 0
     for d in json.loads(args.specs.read_text()):
         try:
             job_id, counts = run_sweep(store, JobSpec.from_dict(d), progress=False, executor=executor)
