@@ -93,7 +93,10 @@ with guard("The calibration page"):
     st.caption("Top-label calibration: each pixel's confidence max(p, 1 − p) against whether its predicted label is "
                "correct, pooled over all pixels of the selected slices (10 equal-width bins; confidence ≥ 0.5). "
                "A well-calibrated model's bars touch the diagonal; the hatched gap is the miscalibration.")
-    with guard("The reliability diagrams"):
-        reliability_section(selection)
-    with guard("The calibration metrics"):
-        metrics_section(selection)
+    t_rel, t_metrics = st.tabs(["Reliability diagrams", "NLL, ECE and Brier"], key="cal_tab", on_change="rerun")
+    if t_rel.open:  # each tab is drawn only when open: the first visit shows one chart, at once
+        with t_rel, guard("The reliability diagrams"):
+            reliability_section(selection)
+    if t_metrics.open:
+        with t_metrics, guard("The calibration metrics"):
+            metrics_section(selection)

@@ -53,7 +53,10 @@ def _n_ticks(fig, sel: pd.DataFrame, metric: str) -> None:
 def distributions_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
     """Box or violin plots of one metric or all of them; a clicked point opens that slice."""
     c1, c2, c3 = st.columns([2, 1, 1])
-    choice = c1.selectbox("Metric", ["all", *metrics], key="m_metric",
+    options = ["all", *metrics]
+    if st.session_state.get("m_metric") not in options:  # first visit: Dice, drawn at once (nine charts take seconds)
+        st.session_state["m_metric"] = "dice" if "dice" in metrics else "all"
+    choice = c1.selectbox("Metric", options, key="m_metric",
                           format_func=lambda m: "All metrics" if m == "all" else LABEL.get(m, m))
     kind = c2.segmented_control("Plot", ["box", "violin"], default="box", key="m_kind") or "box"
     points = c3.selectbox("Points", ["auto", "all", "outliers", "none"], key="m_points",
