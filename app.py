@@ -39,10 +39,10 @@ def _favicon():
     return Image.fromarray(rgba, "RGBA")
 
 
-#: what the other pages load (PyTorch and the models' code, the pipeline, the statistics), heaviest first
-WARM_UP = ("torch", "scipy.stats", "statsmodels.stats.multitest", "sklearn.metrics", "segunc.backends",
-           "segunc.pipeline", "segunc.runner.quick", "segunc.analysis.errors", "segunc.analysis.review",
-           "segunc.report.export")
+#: what the other pages' first view loads: PyTorch and the models' code (Set-up, Run), then scipy's statistics
+#: and image filters (Review, Compare's contours)
+WARM_UP = ("torch", "segunc.backends", "segunc.pipeline", "segunc.runner.quick", "scipy.stats", "scipy.ndimage",
+           "segunc.analysis.errors", "segunc.analysis.review")
 
 
 def _import_all(names=WARM_UP) -> None:

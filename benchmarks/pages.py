@@ -99,7 +99,7 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(url: str, pages: list[str], repeat: int, demo: bool = False) -> list[dict]:
+def measure(url: str, pages: list[str], repeat: int, demo: bool = False, pause: float = 0.0) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -107,7 +107,9 @@ def measure(url: str, pages: list[str], repeat: int, demo: bool = False) -> list
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"])
         ctx = browser.new_context(viewport=VIEWPORT)
         page = ctx.new_page()
-        for name in pages:
+        for i, name in enumerate(pages):
+            if i and pause:
+                time.sleep(pause)  # a visitor reading the page before the next one
             times = []
             for _ in range(1 + repeat):  # the first visit is cold, the rest warm
                 t0 = time.perf_counter()  # from the request: page load, script run and drawing
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("local", "demo", "server"), default=None, help="$SEGUNC_MODE for the app")
     ap.add_argument("--pages", help="comma-separated pages, visited in this order (default: all, the landing page first)")
     ap.add_argument("--repeat", type=int, default=1, help="warm visits per page after the cold one")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds between pages, as a visitor reading each one (default 0: back to back)")
     ap.add_argument("--out", type=Path, help="also write the table as CSV")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="segunc-bench-pages-"))
@@ -174,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter() - t0
     try:
         before = load()
-        rows = measure(url, pages, args.repeat, demo)
+        rows = measure(url, pages, args.repeat, demo, args.pause)
     finally:
         proc.terminate()
         try:
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
     n = _results(cache)
     print(f"\napp started in {started:.1f} s; store {cache} ({n} results); data {env['SEGUNC_DATA']}; "
-          f"mode {args.mode or 'local'}; load average {before} before, {load()} after; {os.cpu_count()} CPUs\n")
+          f"mode {args.mode or 'local'}; {args.pause:g} s between pages; load average {before} before, {load()} after; {os.cpu_count()} CPUs\n")
     print("| page | cold (s) | warm (s) | load avg (1, 5, 15 min) | problems |\n|---|---:|---:|---|---|")
     for r in rows:
         print(f"| {r['page']} | {r['cold_s']} | {r['warm_s']} | {r['load']} | {r['problems'] or '—'} |")
