@@ -8,7 +8,9 @@ The pages are thin: they read the store and call :mod:`segunc.analysis.stats` an
 """
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -35,6 +37,30 @@ def _favicon():
     rgba[..., :3] = (0, 114, 178)
     rgba[..., 3] = np.clip((30 - r) / 14, 0, 1) ** 0.8 * 255
     return Image.fromarray(rgba, "RGBA")
+
+
+#: what the other pages' first view loads: PyTorch and the models' code (Set-up, Run), then scipy's statistics
+#: and image filters (Review, Compare's contours)
+WARM_UP = ("torch", "segunc.backends", "segunc.pipeline", "segunc.runner.quick", "scipy.stats", "scipy.ndimage",
+           "segunc.analysis.errors", "segunc.analysis.review")
+
+
+def _import_all(names=WARM_UP) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a page that needs it says what is wrong
+            pass
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_up() -> threading.Thread:
+    """Once per server, after the first page ran: load in the background what the other pages import,
+    so that their first visit does not wait for it (a page that needs a module still loading waits for
+    that import only; Python's import locks make the two one import)."""
+    thread = threading.Thread(target=_import_all, name="segunc-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 st.set_page_config(page_title="segunc · segmentation uncertainty", page_icon=_favicon(), layout="wide",
@@ -74,3 +100,4 @@ pages = {section: [p for p in group if p.url_path not in hide] for section, grou
 page = st.navigation(pages)
 account_menu(who)  # signed-in user and Log out, in the sidebar
 page.run()
+_warm_up()

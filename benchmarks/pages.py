@@ -1,13 +1,15 @@
 """Page-readiness benchmark (a measurement, not a test): start the app on a given store in a real
-headless Chromium and record, per page, the seconds until it is ready (script run over, images
+headless Chromium and record, per page, the seconds from the request until it is ready (page loaded, script run over, images
 decoded, plotly charts drawn, no skeleton), on the first visit (cold) and on a second visit (warm).
+Pages are visited in the order given, the landing page first (Overview in demo mode, Set-up otherwise),
+as a visitor would: a page's first visit pays for what no page before it needed.
 
     python benchmarks/pages.py --cache STORE [--data DIR] [--weights DIR] [--mode demo] [--snapshot FILE]
                                [--repeat 1] [--out table.csv]
 
 ``--snapshot`` imports a snapshot into a fresh temporary store first (the defence demo: add
 ``--mode demo`` and no ``--data`` to measure a machine without the data folder). Prints a Markdown
-table (page, cold s, warm s, problems) and optionally writes it as CSV. Needs playwright and a
+table (page, cold s, warm s, load average, problems) and optionally writes it as CSV. Needs playwright and a
 Chromium (``$SEGUNC_CHROMIUM``, else ``chromium`` on PATH).
 """
 from __future__ import annotations
@@ -27,8 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # segunc and the browser tests' helpers, run as a script
     sys.path.insert(0, str(ROOT))
-PAGES = {"home": "", "dataset": "dataset", "run": "run", "compare": "compare", "metrics": "metrics",
-         "calibration": "calibration", "review": "review", "upload": "upload"}
+#: page name → its URL path; the landing page (Overview in demo mode, Set-up otherwise) is at "" (see app.py)
+PAGES = {"overview": "overview", "home": "home", "dataset": "dataset", "run": "run", "compare": "compare",
+         "metrics": "metrics", "calibration": "calibration", "review": "review", "upload": "upload"}
+#: pages a demo (read-only viewer) does not get (app.py hides them)
+DEMO_HIDDEN = ("upload",)
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
@@ -83,7 +88,18 @@ def problems(page) -> list[str]:
     return [" ".join(o.split()) for o in out]  # one line each (Markdown table cells)
 
 
-def measure(url: str, pages: list[str], repeat: int) -> list[dict]:
+def page_url(url: str, name: str, demo: bool) -> str:
+    """The address of page ``name``: the landing page (Overview in a demo, Set-up otherwise) is the root."""
+    landing = "overview" if demo else "home"
+    return f"{url}/" if name == landing else f"{url}/{PAGES[name]}"
+
+
+def load() -> str:
+    """The 1-, 5- and 15-minute load averages (the machine's load during the measurement)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure(url: str, pages: list[str], repeat: int, demo: bool = False, pause: float = 0.0) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -91,17 +107,35 @@ def measure(url: str, pages: list[str], repeat: int) -> list[dict]:
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-dev-shm-usage"])
         ctx = browser.new_context(viewport=VIEWPORT)
         page = ctx.new_page()
-        for name in pages:
+        for i, name in enumerate(pages):
+            if i and pause:
+                time.sleep(pause)  # a visitor reading the page before the next one
             times = []
             for _ in range(1 + repeat):  # the first visit is cold, the rest warm
-                page.goto(f"{url}/{PAGES[name]}")
-                times.append(wait_ready(page))
+                t0 = time.perf_counter()  # from the request: page load, script run and drawing
+                page.goto(page_url(url, name, demo))
+                loaded = time.perf_counter() - t0
+                times.append(loaded + wait_ready(page))  # NaN stays NaN (still busy at the timeout)
             warm = [t for t in times[1:]]
             rows.append({"page": name, "cold_s": round(times[0], 2),
-                         "warm_s": round(min(warm), 2) if warm else float("nan"), "problems": "; ".join(problems(page))})
+                         "warm_s": round(min(warm), 2) if warm else float("nan"), "load": load(),
+                         "problems": "; ".join(problems(page))})
             print(f"{name}: cold {times[0]:.2f} s, warm {rows[-1]['warm_s']} s", file=sys.stderr, flush=True)
         browser.close()
     return rows
+
+
+def _results(store: Path) -> int:
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{Path(store) / 'store.sqlite'}?mode=ro", uri=True)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return -1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, help="LGG data folder (omit to measure a machine without one)")
     ap.add_argument("--weights", type=Path, help="weights folder")
     ap.add_argument("--mode", choices=("local", "demo", "server"), default=None, help="$SEGUNC_MODE for the app")
-    ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated pages (default: all)")
+    ap.add_argument("--pages", help="comma-separated pages, visited in this order (default: all, the landing page first)")
     ap.add_argument("--repeat", type=int, default=1, help="warm visits per page after the cold one")
+    ap.add_argument("--pause", type=float, default=0.0,
+                    help="seconds between pages, as a visitor reading each one (default 0: back to back)")
     ap.add_argument("--out", type=Path, help="also write the table as CSV")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="segunc-bench-pages-"))
@@ -130,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     env["SEGUNC_WEIGHTS"] = str(args.weights) if args.weights else str(tmp / "no-weights")
     if args.mode:
         env["SEGUNC_MODE"] = args.mode
-    pages = [p for p in args.pages.split(",") if p]
+    demo = args.mode == "demo"
+    landing = "overview" if demo else "home"
+    order = args.pages.split(",") if args.pages else [landing, *(p for p in PAGES if p != landing)]
+    pages = [p for p in order if p and not (demo and p in DEMO_HIDDEN)]
     bad = [p for p in pages if p not in PAGES]
     if bad:
         ap.error(f"unknown page(s) {bad}; pages: {', '.join(PAGES)}")
@@ -138,20 +177,23 @@ def main(argv: list[str] | None = None) -> int:
     proc, url = start_app(env, tmp / "streamlit.log")
     started = time.perf_counter() - t0
     try:
-        rows = measure(url, pages, args.repeat)
+        before = load()
+        rows = measure(url, pages, args.repeat, demo, args.pause)
     finally:
         proc.terminate()
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
-    print(f"\napp started in {started:.1f} s; store {cache}; data {env['SEGUNC_DATA']}\n")
-    print("| page | cold (s) | warm (s) | problems |\n|---|---:|---:|---|")
+    n = _results(cache)
+    print(f"\napp started in {started:.1f} s; store {cache} ({n} results); data {env['SEGUNC_DATA']}; "
+          f"mode {args.mode or 'local'}; {args.pause:g} s between pages; load average {before} before, {load()} after; {os.cpu_count()} CPUs\n")
+    print("| page | cold (s) | warm (s) | load avg (1, 5, 15 min) | problems |\n|---|---:|---:|---|---|")
     for r in rows:
-        print(f"| {r['page']} | {r['cold_s']} | {r['warm_s']} | {r['problems'] or '—'} |")
+        print(f"| {r['page']} | {r['cold_s']} | {r['warm_s']} | {r['load']} | {r['problems'] or '—'} |")
     if args.out:
         with open(args.out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["page", "cold_s", "warm_s", "problems"])
+            w = csv.DictWriter(f, fieldnames=["page", "cold_s", "warm_s", "load", "problems"])
             w.writeheader()
             w.writerows(rows)
     shutil.rmtree(tmp, ignore_errors=True)

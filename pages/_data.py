@@ -1,8 +1,10 @@
-"""Cached access to the results store and the LGG data folder (no results are computed here).
+"""Cached access to the results store, its analyses and the LGG data folder (no results are computed here).
 
 Heavy objects (the store, maps, slices) are cached with ``st.cache_resource`` (shared, never copied),
 tables with ``st.cache_data``; table caches are keyed by the store's modification time, so new results
-show up without a restart. Locations come from :mod:`segunc.settings`.
+show up without a restart. Slow analyses (bootstrap CIs, significance tests) are read from the store's
+analysis cache (:mod:`segunc.analysis.precompute`: filled at snapshot export, else on first use).
+Locations come from :mod:`segunc.settings`.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import streamlit as st
 from pages._settings import read_only
 from segunc import settings
 from segunc.data import SliceError, discover, load_image, load_mask
-from segunc.analysis.stats import sort_by_backend_mode
+from segunc.analysis.precompute import cached_describe, cached_tests
+from segunc.analysis.stats import FriedmanResult, sort_by_backend_mode
 from segunc.store.readonly import open_for_reading
 from segunc.data.sample import SAMPLE_LABEL
 
@@ -90,6 +93,27 @@ def reliability(keys) -> dict[str, np.ndarray]:
     """Pooled reliability bins of these results (see :meth:`segunc.store.ResultStore.reliability`)."""
     root = settings.store_dir()
     return _reliability(str(root), store_version(root), tuple(sorted(keys)))
+
+
+# ------------------------------------------------------------------------------ analyses
+@st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=32)
+def describe(sel: pd.DataFrame, metrics: tuple[str, ...], per_patient: bool = False, confidence: float = 0.95,
+             n_resamples: int = 2000, root: str | None = None) -> pd.DataFrame:
+    """:func:`segunc.analysis.stats.describe` of ``sel``, from the store's analysis cache when these rows
+    were described before (a demo's are, at export), else computed (and cached unless read-only)."""
+    out, _ = cached_describe(root or str(settings.store_dir()), sel, metrics, per_patient=per_patient,
+                             confidence=confidence, n_resamples=n_resamples, write=not read_only())
+    return out
+
+
+@st.cache_data(show_spinner="Testing…", max_entries=64)
+def significance(sel: pd.DataFrame, metric: str, backend: str, modes: tuple[str, ...], per_patient: bool,
+                 alpha: float, root: str | None = None) -> tuple[FriedmanResult, pd.DataFrame]:
+    """(Friedman test, pairwise Wilcoxon table) of ``backend``'s ``modes`` on ``metric``, from the store's
+    analysis cache when these values were tested before, else computed (and cached unless read-only)."""
+    got = cached_tests(root or str(settings.store_dir()), sel, metric, backend, list(modes), per_patient=per_patient,
+                       alpha=alpha, write=not read_only())
+    return FriedmanResult(**got["friedman"]), got["pairs"]
 
 
 # ---------------------------------------------------------------------------------- data

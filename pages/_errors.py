@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
 import streamlit as st
 
-from segunc.backends import WeightsError
 from segunc.data import DataError, SliceError
 
 log = logging.getLogger("segunc.app")
@@ -20,7 +20,7 @@ def explain(exc: BaseException) -> str:
         return f"A slice file could not be read: {msg}"
     if isinstance(exc, DataError):
         return f"The LGG data folder is not usable: {msg}. Set `SEGUNC_DATA` to the `kaggle_3m` folder."
-    if isinstance(exc, WeightsError):
+    if _weights_error(exc):
         return f"Model weights problem: {msg}"
     if isinstance(exc, KeyError):
         return f"Not found: {msg}"
@@ -29,6 +29,13 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "Out of memory; narrow the selection (fewer backends, modes or slices)."
     return f"{type(exc).__name__}: {msg}"
+
+
+def _weights_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a :class:`segunc.backends.WeightsError`, without importing the backends (and
+    PyTorch) on pages that run no model: when they are not loaded, no backend can have raised one."""
+    base = sys.modules.get("segunc.backends.base")
+    return base is not None and isinstance(exc, base.WeightsError)
 
 
 @contextmanager

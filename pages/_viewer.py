@@ -1,15 +1,15 @@
 """The slice viewer shared by the Compare page (stored results) and the Your image page (an uploaded
-slice, never stored): display options, the heatmap scale, one backend × mode panel; and which
-backends can run here. Figures come from :mod:`segunc.viz`; nothing is computed here."""
+slice, never stored): display options, the heatmap scale, one backend × mode panel.
+Figures come from :mod:`segunc.viz`; nothing is computed here (which backends can run here:
+:mod:`pages._backends`, which loads the models' code)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._data import slice_arrays, slice_index, store
+from pages._data import slice_arrays, store
 from segunc import settings, viz
-from segunc.backends import BACKENDS, found_weights
 from segunc.data.slice_pack import load_stored_slice
 from segunc.report.export import Panel
 
@@ -139,19 +139,3 @@ def stored_slice_arrays(slice_id: str) -> tuple[np.ndarray, np.ndarray]:
         raise KeyError(f"slice {slice_id} is neither in the data folder ({why}) nor in the store's slice pack "
                        f"({settings.store_dir() / 'slices.npz'})")
     return got
-
-
-def backend_readiness() -> dict[str, str | None]:
-    """Per registered backend: None if it can run here (weights found; UniverSeg also needs the LGG
-    data for its support set), else why not."""
-    out: dict[str, str | None] = {}
-    for name, found in found_weights().items():
-        cls = BACKENDS.get(name)
-        why = None if found is not None else (cls.weights_hint or "weights missing")
-        if why is None and cls.needs_support:
-            try:
-                slice_index(str(settings.app_data_dir()))
-            except Exception:  # noqa: BLE001
-                why = f"needs the LGG data (its support set is drawn from train slices); none at `{settings.app_data_dir()}`"
-        out[name] = why
-    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import reliability, sample_notice
+from pages._data import describe, reliability, sample_notice
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
@@ -19,11 +19,6 @@ CAL = ("nll", "ece", "brier")
 #: columns of the pooled table on this page (the CSV has the same)
 POOLED_COLUMNS = ["backend", "mode", "slices", "pixels", "pooled ECE", "mean per-slice ECE"]
 PNG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-
-
-@st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=16)
-def _describe(sel: pd.DataFrame):
-    return stats.describe(sel, CAL, n_resamples=2000)
 
 
 def _png(filename: str) -> dict:
@@ -55,7 +50,7 @@ def reliability_section(sel: pd.DataFrame) -> None:
 def metrics_section(sel: pd.DataFrame) -> None:
     """NLL, ECE and Brier per slice: bars with bootstrap CIs, the table, box plots and downloads."""
     st.subheader("NLL, ECE and Brier score per slice", divider="gray")
-    desc = _describe(sel)
+    desc = describe(sel, CAL)
     bars = viz.calibration_figure(desc)
     st.plotly_chart(bars, width="stretch", key="cal_bars", config=_png("segunc_calibration"))
     chart_downloads(bars, name="segunc_calibration", key="cal_bars_dl")
@@ -98,7 +93,10 @@ with guard("The calibration page"):
     st.caption("Top-label calibration: each pixel's confidence max(p, 1 − p) against whether its predicted label is "
                "correct, pooled over all pixels of the selected slices (10 equal-width bins; confidence ≥ 0.5). "
                "A well-calibrated model's bars touch the diagonal; the hatched gap is the miscalibration.")
-    with guard("The reliability diagrams"):
-        reliability_section(selection)
-    with guard("The calibration metrics"):
-        metrics_section(selection)
+    t_rel, t_metrics = st.tabs(["Reliability diagrams", "NLL, ECE and Brier"], key="cal_tab", on_change="rerun")
+    if t_rel.open:  # each tab is drawn only when open: the first visit shows one chart, at once
+        with t_rel, guard("The reliability diagrams"):
+            reliability_section(selection)
+    if t_metrics.open:
+        with t_metrics, guard("The calibration metrics"):
+            metrics_section(selection)

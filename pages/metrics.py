@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import sample_notice
+from pages._data import describe, sample_notice, significance
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
@@ -21,18 +21,6 @@ ensure_app()
 LABEL = stats.METRIC_LABELS
 #: above this many points per figure only outliers are drawn (all values still shape the boxes)
 MAX_POINTS = 6000
-
-
-@st.cache_data(show_spinner="Bootstrapping confidence intervals…", max_entries=32)
-def _describe(sel: pd.DataFrame, metrics: tuple[str, ...], per_patient: bool, confidence: float, n_resamples: int):
-    return stats.describe(sel, metrics, per_patient=per_patient, confidence=confidence, n_resamples=n_resamples)
-
-
-@st.cache_data(show_spinner="Testing…", max_entries=64)
-def _tests(sel: pd.DataFrame, metric: str, backend: str, modes: tuple[str, ...], per_patient: bool, alpha: float):
-    fr = stats.friedman(sel, metric, backend, list(modes), per_patient=per_patient)
-    pw = stats.pairwise_wilcoxon(sel, metric, backend, list(modes), per_patient=per_patient, alpha=alpha)
-    return fr, pw
 
 
 def _chart(sel: pd.DataFrame, metric: str, kind: str, points: str, height: int, key: str) -> None:
@@ -65,7 +53,10 @@ def _n_ticks(fig, sel: pd.DataFrame, metric: str) -> None:
 def distributions_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
     """Box or violin plots of one metric or all of them; a clicked point opens that slice."""
     c1, c2, c3 = st.columns([2, 1, 1])
-    choice = c1.selectbox("Metric", ["all", *metrics], key="m_metric",
+    options = ["all", *metrics]
+    if st.session_state.get("m_metric") not in options:  # first visit: Dice, drawn at once (nine charts take seconds)
+        st.session_state["m_metric"] = "dice" if "dice" in metrics else "all"
+    choice = c1.selectbox("Metric", options, key="m_metric",
                           format_func=lambda m: "All metrics" if m == "all" else LABEL.get(m, m))
     kind = c2.segmented_control("Plot", ["box", "violin"], default="box", key="m_kind") or "box"
     points = c3.selectbox("Points", ["auto", "all", "outliers", "none"], key="m_points",
@@ -93,7 +84,7 @@ def summary_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
     if not chosen:
         st.info("Pick at least one metric.")
         return
-    desc = _describe(sel, tuple(chosen), per_patient, conf, n_res)
+    desc = describe(sel, tuple(chosen), per_patient, conf, n_res)
     show = desc.assign(metric=desc["metric"].map(lambda m: LABEL.get(m, m)))
     num = {c: st.column_config.NumberColumn(format="%.4f") for c in
            ("median", "q1", "q3", "iqr", "mean", "sd", "ci_low", "ci_high")}
@@ -133,7 +124,7 @@ def tests_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
     if len(modes) < 2:
         st.info("Pick at least two modes.")
         return
-    fr, pw = _tests(sel, metric, backend, tuple(modes), per_patient, alpha)
+    fr, pw = significance(sel, metric, backend, tuple(modes), per_patient, alpha)
     unit = "patients" if per_patient else "slices"
     _friedman(fr, modes, unit)
     _wilcoxon(pw, metric, unit, alpha)

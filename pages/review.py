@@ -19,7 +19,7 @@ from segunc import settings, viz
 from segunc.analysis import stats
 from segunc.analysis import (StoredErrors, cost_quality, decomposition_summary, review_outcome, risk_coverage_table,
                              slice_scores, spearman_table, stored_error_stats, tumour_free_summary)
-from segunc.data import resolve_root
+from segunc.data import DataError, resolve_root
 
 ensure_app()
 
@@ -37,7 +37,11 @@ ss = st.session_state
 def _error_stats(root: str, version: float, data: str, keys: tuple[str, ...]):
     """Per-result error stats (cached on disk beside the store unless it is read-only, and here until the
     store changes)."""
-    return stored_error_stats(store(), list(keys), resolve_root(data))
+    try:
+        root = resolve_root(data)
+    except DataError:  # no data folder here (a demo): the cached stats, else the masks of the store's slice pack
+        root = None
+    return stored_error_stats(store(), list(keys), root)
 
 
 def _default_score(scores: list[str]) -> int:

@@ -12,7 +12,7 @@ from pages._data import store, sample_notice
 from pages._errors import explain, guard
 from pages._format import fmt_seconds
 from pages._settings import ensure_app, user_path
-from pages._viewer import backend_readiness
+from pages._backends import backend_readiness
 from pages._cluster import cluster_section, sent_pending
 from segunc import settings
 from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,

@@ -15,7 +15,8 @@ from pages._access import principal
 from pages._errors import explain, guard
 from pages._export import panel_downloads
 from pages._settings import ensure_app
-from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, backend_readiness, contour_legend_html,
+from pages._backends import backend_readiness
+from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, contour_legend_html,
                            display_options, map_scale, result_panel)
 from segunc import settings, viz
 from segunc.analysis.stats import METRIC_LABELS

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import entr
 
 __all__ = ["UncertaintyMaps", "binary_entropy", "summarize"]
 
@@ -34,6 +33,8 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     p = np.asarray(p)
     out_dtype = np.float32 if p.dtype == np.float32 else np.float64
     p64 = np.clip(p.astype(np.float64), 0.0, 1.0)
+    from scipy.special import entr  # here: the app's result pages import this module without scipy
+
     h = (entr(p64) + entr(1.0 - p64)) / _LN2
     return np.clip(h, 0.0, 1.0).astype(out_dtype)
 

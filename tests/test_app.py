@@ -88,6 +88,10 @@ def test_metrics_distributions_table_and_tests(app_env, app_store):
     df = store_frame(app_store)
     at = open_page("metrics")
     assert_clean(at)
+    assert len(at.get("plotly_chart")) == 1  # Dice first: one chart, drawn at once
+    assert at.selectbox(key="m_metric").value == "dice"
+    at = open_page("metrics", state={"m_metric": "all"})
+    assert_clean(at)
     assert len(at.get("plotly_chart")) == 9  # every metric
 
     at = open_page("metrics", state={"metrics_tab": "Summary table"})
@@ -126,7 +130,12 @@ def test_calibration_pooled_ece_matches_store(app_env, app_store):
         ref = store.reliability(g["key"].tolist())
         assert pooled.loc[(b, m), "pooled ECE"] == pytest.approx(ref["ece"], abs=1e-12)
         assert pooled.loc[(b, m), "pixels"] == N_SLICES * 256 * 256
-    assert len(at.get("plotly_chart")) == 5  # reliability grid, calibration bars, three box plots
+    assert len(at.get("plotly_chart")) == 1  # the reliability grid (the other tab is drawn when opened)
+    at = open_page("calibration", state={"cal_tab": "NLL, ECE and Brier"})
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 4  # calibration bars, three box plots
+    desc = at.dataframe[0].value
+    assert len(desc) == len(df.groupby(["backend", "mode"]))  # one row per backend × mode
 
 
 def test_run_page_queues_a_job(app_env, app_store, monkeypatch):

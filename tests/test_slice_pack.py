@@ -7,9 +7,12 @@ import shutil
 import tarfile
 
 import numpy as np
+import pandas as pd
 
-from segunc.analysis.precompute import cached_tests, export_snapshot_with_analyses
-from segunc.analysis.stored import stored_error_stats
+from segunc.analysis import stats
+from segunc.analysis.precompute import (CALIBRATION_METRICS, cached_describe, cached_tests, default_selections,
+                                        export_snapshot_with_analyses)
+from segunc.analysis.stored import BUNDLE, CACHE_VERSION, stored_error_stats
 from segunc.data import load_image, load_mask
 from segunc.data.sample import sample_data_dir
 from segunc.runner.jobs import JobSpec
@@ -53,8 +56,29 @@ def test_snapshot_carries_slices_and_cached_analyses(unet_weights, tmp_path):
     assert load_stored_slice(demo.root, "nope/nope_1.tif") is None
 
     ddf = demo.metrics_frame()
+    # the pages' default selections were described at export: read back, equal to a fresh computation
+    assert m["precomputed"]["described"] >= 3
+    sel = default_selections(demo)["all"]
+    got, hit = cached_describe(demo.root, sel, CALIBRATION_METRICS, write=False)
+    assert hit
+    pd.testing.assert_frame_equal(got, stats.describe(sel, CALIBRATION_METRICS), check_exact=True)
+    got, hit = cached_describe(demo.root, sel, None, per_patient=True, write=False)
+    assert hit
+    pd.testing.assert_frame_equal(got, stats.describe(sel, per_patient=True), check_exact=True)
     err = stored_error_stats(demo, ddf["key"].tolist(), None)
     assert not err.missing and err.cached == 6 and err.computed == 0  # read, not recomputed
+    bundle = demo.root / "analysis" / CACHE_VERSION / BUNDLE
+    assert bundle.is_file() and m["precomputed"]["bundled"] == 6
+    singles = [p for p in bundle.parent.rglob("*.npz") if p != bundle]
+    for p in singles:  # the bundle alone serves them
+        p.unlink()
+    err_b = stored_error_stats(demo, ddf["key"].tolist(), None)
+    assert not err_b.missing and err_b.cached == 6 and len(singles) == 6
+    assert np.array_equal(err_b.frame.set_index("key").sort_index().to_numpy(float),
+                          err.frame.set_index("key").sort_index().to_numpy(float), equal_nan=True)
+    assert all(np.array_equal(err_b.hists[k][mp][i], err.hists[k][mp][i]) for k in err.hists for mp in err.hists[k]
+               for i in (0, 1))
+    pd.testing.assert_frame_equal(err_b.pooled(ddf), err.pooled(ddf), check_exact=True)
     shutil.rmtree(demo.root / "analysis")
     err2 = stored_error_stats(demo, ddf["key"].tolist(), None)  # recomputed from the packed masks
     assert not err2.missing and err2.computed == 6

@@ -32,10 +32,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, stats
-from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ..fusion import otsu_threshold
+# scipy.ndimage / scipy.stats, scikit-learn and the fusion module (scikit-image) are imported where they
+# are used: reading cached numbers (the app's Review page) then loads none of them
 
 __all__ = ["UNCERTAINTY_MAPS", "MAP_MAX", "HIST_BINS", "LOG_FLOOR", "hist_edges", "error_map", "pixel_auroc", "pixel_auprc", "error_histograms",
            "auroc_from_histograms", "auprc_from_histograms", "ErrorHistogram", "near_mask", "overlap_dice",
@@ -76,6 +75,8 @@ def pixel_auroc(u: np.ndarray, err: np.ndarray) -> float:
     s, y = _scores_labels(u, err)
     if y.all() or not y.any():
         return float("nan")
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(y, s))
 
 
@@ -84,6 +85,8 @@ def pixel_auprc(u: np.ndarray, err: np.ndarray) -> float:
     s, y = _scores_labels(u, err)
     if y.all() or not y.any():
         return float("nan")
+    from sklearn.metrics import average_precision_score
+
     return float(average_precision_score(y, s))
 
 
@@ -181,6 +184,8 @@ def near_mask(mask: np.ndarray, k: int = BAND_PX) -> np.ndarray:
     mask = np.asarray(mask, bool)
     if k <= 0 or not mask.any():
         return mask.copy()
+    from scipy import ndimage
+
     return ndimage.binary_dilation(mask, iterations=int(k))
 
 
@@ -189,6 +194,8 @@ def overlap_dice(u: np.ndarray, err: np.ndarray, threshold: str | float = "otsu"
     1.0 when both U and E are empty."""
     u = np.asarray(u, dtype=np.float64)
     err = np.asarray(err, bool)
+    from ..fusion import otsu_threshold
+
     t = otsu_threshold(u) if threshold == "otsu" else float(threshold)
     flagged = u > t
     den = int(flagged.sum()) + int(err.sum())
@@ -278,6 +285,8 @@ def spearman_table(frame: pd.DataFrame, scores: Sequence[str] = ("mean_entropy",
     Columns: ``by``…, ``score``, ``rho``, ``p``, ``n``. ρ > 0: more uncertain slices are worse.
     NaN scores are dropped; ρ is NaN when either side is constant.
     """
+    from scipy import stats
+
     rows = []
     for key, g in _runs(frame, by):
         for sc in scores:
@@ -321,6 +330,8 @@ def aurc(scores: Sequence[float], dice: Sequence[float]) -> dict[str, float]:
 def risk_coverage_table(frame: pd.DataFrame, scores: Sequence[str] = ("mean_entropy", "mean_variance", "mean_mi"),
                         by: Sequence[str] = ("backend", "mode")) -> pd.DataFrame:
     """:func:`aurc` for each score column per ``by`` group (rows with NaN score or Dice dropped)."""
+    from scipy import stats
+
     rows = []
     for key, g in _runs(frame, by):
         for sc in scores:

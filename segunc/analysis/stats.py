@@ -27,8 +27,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sst
-from statsmodels.stats.multitest import multipletests
 
 from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
@@ -164,6 +162,8 @@ def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000, meth
     if np.ptp(x) == 0:
         v = float(statistic(x))
         return v, v
+    from scipy import stats as sst  # here: the pages that only order and label rows do not load scipy.stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DegenerateDataWarning on near-constant data → falls back below
         res = sst.bootstrap((x,), statistic, confidence_level=confidence, n_resamples=n_resamples, method=method,
@@ -254,6 +254,8 @@ def friedman(df: pd.DataFrame, metric: str, backend: str, modes: Sequence[str] |
         res.statistic, res.pvalue, res.kendalls_w = 0.0, 1.0, 0.0
         res.note = "all modes identical within every block"
         return res
+    from scipy import stats as sst
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = sst.friedmanchisquare(*[x[:, j] for j in range(x.shape[1])])
@@ -272,6 +274,8 @@ def rank_biserial(a, b) -> float:
     d = d[d != 0]
     if d.size == 0:
         return 0.0
+    from scipy import stats as sst
+
     r = sst.rankdata(np.abs(d))
     rp, rm = r[d > 0].sum(), r[d < 0].sum()
     return float((rp - rm) / (rp + rm))
@@ -284,6 +288,8 @@ def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     rej = np.zeros(p.shape, dtype=bool)
     ok = np.isfinite(p)
     if ok.any():
+        from statsmodels.stats.multitest import multipletests
+
         r, a, _, _ = multipletests(p[ok], alpha=alpha, method="holm")
         adj[ok], rej[ok] = a, r
     return adj, rej
@@ -300,6 +306,8 @@ def pairwise_wilcoxon(df: pd.DataFrame, metric: str, backend: str, modes: Sequen
     direction when significant, else ""), note, n_patients, caution (non-empty under
     :data:`MIN_PATIENTS` patients).
     """
+    from scipy import stats as sst
+
     wide = paired_table(df, metric, backend, modes, per_patient)
     rows = []
     for a, b in itertools.combinations(list(wide.columns), 2):

@@ -5,7 +5,10 @@ Computing them reads every map file and mask (≈ 0.1 s per result on one core),
 result's numbers are cached beside the store, in ``<store>/analysis/<CACHE_VERSION>/``: one
 small ``.npz`` per result, named by its key and the sha256 of its map file (a recomputed map
 gets a new cache entry; a stale one is never read). Writing is atomic (temporary file +
-``os.replace``), and a store on a read-only disk simply goes uncached.
+``os.replace``), and a store on a read-only disk simply goes uncached. :func:`write_bundle`
+(run at snapshot export) gathers them into one file, ``bundle.npz``, with each result's map
+sha256, so a page reads one file instead of one per result; an entry whose sha256 no longer
+matches its row is ignored there too.
 
 :class:`StoredErrors` holds the scalar columns (one row per result key, joinable to
 ``ResultStore.metrics_frame()``) and the per-key pixel histograms that
@@ -25,10 +28,13 @@ import pandas as pd
 
 from .errors import BAND_PX, HIST_BINS, UNCERTAINTY_MAPS, pooled_error_detection, slice_error_stats
 
-__all__ = ["CACHE_VERSION", "SCALAR_SUFFIXES", "StoredErrors", "stored_error_stats", "mask_path_of", "slice_scores"]
+__all__ = ["CACHE_VERSION", "BUNDLE", "SCALAR_SUFFIXES", "StoredErrors", "stored_error_stats", "write_bundle",
+           "mask_path_of", "slice_scores"]
 
 #: cache folder name: bump when slice_error_stats or its defaults change
 CACHE_VERSION = f"error_stats-v1-b{BAND_PX}-otsu-{HIST_BINS}-log"
+#: the per-result caches gathered into one file (:func:`write_bundle`), in the cache folder
+BUNDLE = "bundle.npz"
 SCALAR_SUFFIXES = ("auroc", "auprc", "error_dice", "in", "near", "image")
 SCALARS = ("error_px", "error_frac", *(f"{m}_{s}" for m in UNCERTAINTY_MAPS for s in SCALAR_SUFFIXES))
 
@@ -135,6 +141,56 @@ def _write_cache(path: Path, scal: Mapping[str, float], hists: Mapping[str, tupl
             raise disk_full_error(f"analysis cache {path.parent}", exc) from exc
 
 
+def _bundle_path(root: Path | str) -> Path:
+    return Path(root) / "analysis" / CACHE_VERSION / BUNDLE
+
+
+def write_bundle(store, errors: StoredErrors) -> int:
+    """Gather the error stats of ``errors`` (keys found in ``store``) into one file beside the per-result
+    caches, with each result's map sha256 (read back by :func:`stored_error_stats` only while it matches
+    the row). Returns how many results it holds (0, nothing written, for none or a read-only store)."""
+    if getattr(store, "read_only", False) or errors.frame.empty:
+        return 0
+    rows = _rows(store, errors.frame["key"].tolist())
+    keys = [k for k in errors.frame["key"] if k in rows and k in errors.hists]
+    if not keys:
+        return 0
+    frame = errors.frame.set_index("key").loc[keys, list(SCALARS)]
+    hists = np.stack([np.stack([np.stack(errors.hists[k][m]) for m in UNCERTAINTY_MAPS]) for k in keys])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, names=np.array(SCALARS), maps=np.array(UNCERTAINTY_MAPS), keys=np.array(keys),
+                        shas=np.array([rows[k][1] for k in keys]), scalars=frame.to_numpy(np.float64),
+                        hists=hists.astype(np.int32))
+    path = _bundle_path(store.root)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError:
+        return 0
+    return len(keys)
+
+
+def _read_bundle(root: Path | str) -> tuple[dict[str, tuple[str, int]], np.ndarray, np.ndarray] | None:
+    """({key: (map sha256, row)}, scalars, hists) of the bundle, None when absent or unreadable."""
+    try:
+        with np.load(_bundle_path(root), allow_pickle=False) as z:
+            if [str(n) for n in z["names"]] != list(SCALARS) or [str(n) for n in z["maps"]] != list(UNCERTAINTY_MAPS):
+                return None
+            keys, shas, scal, hists = z["keys"], z["shas"], z["scalars"], z["hists"]
+            if not (len(keys) == len(shas) == len(scal) == len(hists)) or scal.shape[1:] != (len(SCALARS),) \
+                    or hists.shape[1:3] != (len(UNCERTAINTY_MAPS), 2):
+                return None
+            index = {str(k): (str(h), i) for i, (k, h) in enumerate(zip(keys, shas))}
+            return index, scal.astype(float), hists
+    except (OSError, ValueError, KeyError, EOFError, IndexError):
+        return None
+
+
 def _rows(store, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
     out = {}
     keys = list(dict.fromkeys(keys))
@@ -185,6 +241,7 @@ def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cac
         bar = tqdm(total=len(keys), desc="error stats", unit="result", file=sys.stderr, dynamic_ncols=True)
     out = StoredErrors(pd.DataFrame(columns=["key", *SCALARS]))
     records, masks = [], {}
+    bundle = _read_bundle(store.root) if cache else None
     for i, key in enumerate(keys):
         if key not in rows:
             out.missing[key] = "not in the store"
@@ -195,7 +252,13 @@ def stored_error_stats(store, keys: Sequence[str], data_root: Path | str, *, cac
             except ValueError as exc:
                 path = None
                 out.missing[key] = f"{type(exc).__name__}: {exc}"
-            got = _read_cache(path) if cache and path is not None else None
+            got = None
+            if bundle is not None and path is not None and bundle[0].get(key, ("",))[0] == sha:
+                j = bundle[0][key][1]
+                h = bundle[2][j].astype(np.int64)
+                got = (dict(zip(SCALARS, bundle[1][j].tolist())), {m: (h[n, 0], h[n, 1]) for n, m in enumerate(UNCERTAINTY_MAPS)})
+            elif cache and path is not None:
+                got = _read_cache(path)
             if got is not None:
                 out.cached += 1
             elif path is None:

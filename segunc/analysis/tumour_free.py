@@ -12,7 +12,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 __all__ = ["tumour_free_slice_stats", "tumour_free_summary"]
 
@@ -38,6 +37,8 @@ def tumour_free_summary(frame: pd.DataFrame, score: str = "mean_entropy",
     false positive), ``fp_px_mean`` / ``fp_px_median`` / ``fp_px_max``, mean uncertainty columns
     (``mean_entropy``, ``mean_variance``, ``mean_mi`` when present), the same means on tumour
     slices of the group for contrast (``*_tumour``), and ``fp_auroc`` of ``score``."""
+    from sklearn.metrics import roc_auc_score  # here: loading this module stays cheap
+
     by = [c for c in by if c in frame.columns]
     unc = [c for c in ("mean_entropy", "mean_variance", "mean_mi") if c in frame.columns]
     rows = []
