@@ -442,6 +442,8 @@ def tumour_profile_figure(df: pd.DataFrame, current: int | None = None, height: 
     fig = go.Figure(go.Bar(x=df["index"], y=df["tumour_px"], marker_color=colors,
                            hovertemplate="slice %{x}<br>%{y:,} tumour px<extra></extra>"))
     fig.update_xaxes(title="slice number")
+    if len(df) <= 20:  # a few slices (e.g. those a snapshot holds): tick each number, never 12.5
+        fig.update_xaxes(tickmode="array", tickvals=[int(i) for i in df["index"]])
     fig.update_yaxes(title="tumour px")
     _layout(fig, height)
     fig.update_layout(showlegend=False, margin=dict(l=60, r=20, t=10, b=40), bargap=0.1)
