@@ -137,14 +137,13 @@ def slice_correlation(sel: pd.DataFrame, scores: list[str]) -> None:
     rho = applicable_rows(spearman_table(sel, scores), "score")
     wide = rho.pivot_table(index=["backend", "mode"], columns="score", values="rho", sort=False)
     wide = wide.reindex(columns=scores).rename(columns=SCORE_LABELS).reset_index()
-    labels = [SCORE_LABELS.get(s, s) for s in scores]  # numbers stay numbers; no ρ (NaN) reads "n/a"
-    table = _shown(wide).style.format({c: "{:+.3f}" for c in labels if c in wide}, na_rep="n/a")
-    st.dataframe(table, hide_index=True, width="stretch", height=min(38 + 35 * len(wide), 460), key="rv_rho")
+    st.dataframe(_shown(wide), hide_index=True, width="stretch", height=min(38 + 35 * len(wide), 460), key="rv_rho",
+                 column_config={SCORE_LABELS.get(s, s): st.column_config.NumberColumn(format="%+.3f") for s in scores})
     finite = rho["rho"].dropna()
     typical = float(finite.median()) if len(finite) else None
     st.caption(stats.spearman_sign_note(typical, "a slice's mean uncertainty")
                + (" (ρ quoted: the median over the rows shown.)" if typical is not None else "")
-               + " n/a where the score is constant or there are fewer than 3 slices"
+               + " Empty where the score is constant or there are fewer than 3 slices"
                + (" or, for Normal (one deterministic pass), where it is a variance or mutual information"
                   if (sel["mode"] == "normal").any() else "") + "; p-values and n are in the CSV.")
     if len(finite) and (finite < 0).all():
