@@ -21,6 +21,7 @@ from segunc.analysis.precompute import cached_describe, cached_tests
 from segunc.analysis.stats import FriedmanResult, sort_by_backend_mode
 from segunc.store.readonly import open_for_reading
 from segunc.data.sample import SAMPLE_LABEL
+from segunc.data.slice_pack import PACK_NAME, open_pack
 
 
 # --------------------------------------------------------------------------------- store
@@ -142,6 +143,35 @@ def slice_arrays(slice_id: str) -> tuple[np.ndarray, np.ndarray]:
         raise KeyError(f"slice {slice_id} is not in the data folder {root}")
     r = row.iloc[0]
     return _slice_arrays(r["image_path"], r["mask_path"])
+
+
+@st.cache_data(show_spinner="Reading the slice pack…", max_entries=4)
+def _pack_index(root: str, mtime: float) -> pd.DataFrame | None:
+    pack = open_pack(root)
+    if pack is None:
+        return None
+    cols = ["slice_id", "patient_id", "patient_folder", "index", "split", "image", "tumour_px"]
+    return pd.DataFrame(pack.entries(), columns=cols)
+
+
+def pack_index() -> pd.DataFrame | None:
+    """The slices the store's slice pack holds (a snapshot carries one; see :mod:`segunc.data.slice_pack`):
+    one row per slice like :func:`slice_index` but with the stored ``image`` path instead of files and the
+    ground truth's ``tumour_px``; None when the store has no readable pack."""
+    path = settings.store_dir() / PACK_NAME
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    return _pack_index(str(settings.store_dir()), mtime)
+
+
+def pack_arrays(image: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image H W 3 uint8, mask H W bool) of a stored image path from the store's slice pack; KeyError if absent."""
+    pack = open_pack(settings.store_dir())
+    if pack is None or image not in pack:
+        raise KeyError(f"{image} is not in the store's slice pack ({settings.store_dir() / PACK_NAME})")
+    return pack.load(image)
 
 
 @st.cache_data(show_spinner="Reading masks…", max_entries=512)

@@ -1,12 +1,17 @@
-"""Dataset: browse patients and slices, the three MRI channels, the ground truth and tumour sizes."""
+"""Dataset: browse patients and slices, the three MRI channels, the ground truth and tumour sizes.
+
+Without a usable data folder (a demo from a snapshot on a machine without the LGG data), or in demo mode
+when only the shipped sample is there, the page browses the slices the store's slice pack holds (those
+behind the stored results), labelled as such."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from pages._data import metrics_frame, slice_arrays, slice_index, tumour_sizes, sample_notice
+from pages._data import (metrics_frame, pack_arrays, pack_index, slice_arrays, slice_index, tumour_sizes,
+                         sample_notice)
 from pages._errors import explain, guard
-from pages._settings import PAGE_FILES, ensure_app
+from pages._settings import PAGE_FILES, ensure_app, read_only
 from segunc import settings, viz
 from segunc.data import CHANNELS
 
@@ -15,22 +20,45 @@ ensure_app()
 ss = st.session_state
 
 
-def load_index() -> pd.DataFrame:
-    """The data folder's slices; stops the page with a warning when there is no usable folder."""
+def pack_label() -> str:
+    """What the slice pack is called here: the snapshot's (demo mode) or the results store's."""
+    return "the snapshot" if read_only() else "the results store's slice pack"
+
+
+def load_index() -> tuple[pd.DataFrame, bool]:
+    """(the slices to browse, whether they come from the store's slice pack). The data folder's slices, or
+    the pack's when the folder is unusable (or, in a demo, only the shipped sample); stops the page with a
+    warning when there is neither."""
     root = settings.app_data_dir()
-    try:
-        idx = slice_index(str(root))
-    except Exception as exc:  # noqa: BLE001
-        st.warning(f"No LGG data to browse at `{root}`. {explain(exc)}", icon=":material/folder_off:")
-        st.stop()
-    st.caption(f"LGG MRI (Buda et al. 2019) from `{root}`: {idx['patient_id'].nunique()} patients, {len(idx):,} slices.")
-    return idx
+    pack = pack_index()
+    has_pack = pack is not None and len(pack) > 0
+    problem = None
+    if not (has_pack and read_only() and settings.using_sample()):  # a demo shows what its snapshot holds
+        try:
+            idx = slice_index(str(root))
+        except Exception as exc:  # noqa: BLE001
+            problem = exc
+        else:
+            st.caption(f"LGG MRI (Buda et al. 2019) from `{root}`: {idx['patient_id'].nunique()} patients, "
+                       f"{len(idx):,} slices.")
+            return idx, False
+    if has_pack:
+        n_pat = pack["patient_id"].nunique()
+        st.info(f"**Slices from {pack_label()}** — {len(pack):,} slice{'s' if len(pack) != 1 else ''} of {n_pat} "
+                f"patient{'s' if n_pat != 1 else ''}: those behind the stored results (image channels and ground truth, stored losslessly), "
+                "not the whole dataset"
+                + (f"; no LGG data folder at `{root}`." if problem is not None else "."),
+                icon=":material/inventory_2:")
+        return pack, True
+    st.warning(f"No LGG data to browse at `{root}`. {explain(problem)}", icon=":material/folder_off:")
+    st.stop()
 
 
 def pick_patient(idx: pd.DataFrame) -> tuple[str, pd.DataFrame, bool]:
     """Split, patient (``?patient=`` deep link) and the tumour-only switch → (folder, its slices, tumour only)."""
     c1, c2, c3 = st.columns([1, 3, 1])
-    split = c1.selectbox("Split", ["all", "train", "val", "test"], index=2, key="ds_split")
+    splits = ["all", "train", "val", "test"]
+    split = c1.selectbox("Split", splits, index=2 if (idx["split"] == "val").any() else 0, key="ds_split")
     sub = idx if split == "all" else idx[idx["split"] == split]
     patients = sub.groupby("patient_folder", sort=True).size()
     if patients.empty:
@@ -47,7 +75,9 @@ def pick_patient(idx: pd.DataFrame) -> tuple[str, pd.DataFrame, bool]:
     tumour_only = c3.toggle("Tumour slices only", value=False, key="ds_tumour_only")
     st.query_params["patient"] = folder
     pat = sub[sub["patient_folder"] == folder].sort_values("index").reset_index(drop=True)
-    return folder, pat.assign(tumour_px=tumour_sizes(tuple(pat["mask_path"]))), tumour_only
+    if "tumour_px" not in pat:  # the slice pack knows its tumour sizes; files are read once here
+        pat = pat.assign(tumour_px=tumour_sizes(tuple(pat["mask_path"])))
+    return folder, pat, tumour_only
 
 
 def pick_slice(pat: pd.DataFrame, tumour_only: bool) -> tuple[int, list[int]]:
@@ -65,12 +95,15 @@ def pick_slice(pat: pd.DataFrame, tumour_only: bool) -> tuple[int, list[int]]:
     return st.select_slider("Slice number", options=numbers, key="ds_slice"), numbers
 
 
-def slice_view(row, n: int, n_slices: int) -> None:
+def slice_view(row, n: int, n_slices: int, packed: bool) -> None:
     """Key figures of the slice, its three channels and FLAIR with the ground truth."""
-    image, mask = slice_arrays(row["slice_id"])
+    image, mask = pack_arrays(row["image"]) if packed else slice_arrays(row["slice_id"])
     area = int(mask.sum())
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Slice", f"{n} of {n_slices}")
+    if packed:  # a pack holds only some slices of a volume: the number, and how many of them are here
+        m1.metric("Slice", f"{n}", help=f"{n_slices} slice(s) of this patient in {pack_label()}")
+    else:
+        m1.metric("Slice", f"{n} of {n_slices}")
     m2.metric("Tumour", f"{area:,} px", help="ground-truth foreground pixels")
     m3.metric("Share of image", f"{area / mask.size:.2%}")
     m4.metric("Split", row["split"])
@@ -78,6 +111,8 @@ def slice_view(row, n: int, n_slices: int) -> None:
     for i, (col, name) in enumerate(zip(cols, CHANNELS)):
         col.image(viz.to_rgb(image, i), caption=name, width="stretch")
     cols[3].image(viz.overlay(image, None, mask, alpha=0.45), caption="FLAIR + ground truth", width="stretch")
+    if packed:
+        st.caption(f"{row['slice_id']}: from {pack_label()}.")
 
 
 def tumour_profile(pat: pd.DataFrame, n: int, numbers: list[int]) -> None:
@@ -116,11 +151,11 @@ st.title("Dataset")
 sample_notice()
 
 with guard("The dataset browser"):
-    index = load_index()
+    index, from_pack = load_index()
     patient, slices, only_tumour = pick_patient(index)
     number, offered = pick_slice(slices, only_tumour)
     current = slices[slices["index"] == number].iloc[0]
-    slice_view(current, number, len(slices))
+    slice_view(current, number, len(slices), from_pack)
     tumour_profile(slices, number, offered)
     stored_results_link(current["slice_id"])
     patient_table(slices, patient)

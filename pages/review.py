@@ -17,8 +17,9 @@ from pages._settings import PAGE_FILES, ensure_app
 from pages._export import chart_downloads
 from segunc import settings, viz
 from segunc.analysis import stats
-from segunc.analysis import (StoredErrors, cost_quality, decomposition_summary, review_outcome, risk_coverage_table,
-                             slice_scores, spearman_table, stored_error_stats, tumour_free_summary)
+from segunc.analysis import (StoredErrors, applicable_rows, applies, cost_quality, decomposition_summary,
+                             review_outcome, risk_coverage_table, slice_scores, spearman_table, stored_error_stats,
+                             tumour_free_summary)
 from segunc.data import DataError, resolve_root
 
 ensure_app()
@@ -62,6 +63,11 @@ def _labels(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: said wherever combinations that do not apply are left out
+NA_NOTE = ("Normal (one deterministic pass) has no samples, so no variance or mutual information: "
+           "those combinations are left out.")
+
+
 def _newest(df: pd.DataFrame) -> pd.DataFrame:
     """One result per slice × backend × mode (the newest) — the review queue ranks slices, not settings."""
     return df[~df.duplicated(["backend", "mode", "slice_id"], keep="last")]
@@ -101,7 +107,7 @@ def pixel_detection(sel: pd.DataFrame, errs: StoredErrors | None, problem: str) 
     if errs is None:
         st.warning(f"Pixel-level detection needs the ground-truth masks. {problem}", icon=":material/warning:")
         return
-    pooled = errs.pooled(sel)
+    pooled = applicable_rows(errs.pooled(sel), "map")
     if errs.missing:
         st.caption(f"{len(errs.missing)} result(s) could not be scored (e.g. {next(iter(errs.missing.values()))}).")
     if pooled.empty:
@@ -123,7 +129,8 @@ def pixel_detection(sel: pd.DataFrame, errs: StoredErrors | None, problem: str) 
     st.caption("Error pixels: prediction ≠ ground truth. AUROC / AUPRC of each map as a detector of "
                "them, pooled over all pixels of the selection (1000 log-spaced bins) and the median "
                "over slices; overlap Dice: the Otsu-thresholded map against the error map. "
-               "Random: AUROC 0.5, AUPRC = the error rate.")
+               "Random: AUROC 0.5, AUPRC = the error rate."
+               + (f" {NA_NOTE}" if (sel["mode"] == "normal").any() else ""))
     st.download_button("Error detection (CSV)", pooled.to_csv(index=False), file_name="segunc_error_detection.csv",
                        mime="text/csv", icon=":material/download:")
 
@@ -131,7 +138,7 @@ def pixel_detection(sel: pd.DataFrame, errs: StoredErrors | None, problem: str) 
 def slice_correlation(sel: pd.DataFrame, scores: list[str]) -> None:
     """Spearman ρ between each slice score and 1 − Dice."""
     st.subheader("Are the uncertain slices the bad ones?", divider="gray")
-    rho = spearman_table(sel, scores)
+    rho = applicable_rows(spearman_table(sel, scores), "score")
     wide = rho.pivot_table(index=["backend", "mode"], columns="score", values="rho", sort=False)
     wide = wide.reindex(columns=scores).rename(columns=SCORE_LABELS).reset_index()
     st.dataframe(_shown(wide), hide_index=True, width="stretch", height=min(38 + 35 * len(wide), 460), key="rv_rho",
@@ -140,7 +147,9 @@ def slice_correlation(sel: pd.DataFrame, scores: list[str]) -> None:
     typical = float(finite.median()) if len(finite) else None
     st.caption(stats.spearman_sign_note(typical, "a slice's mean uncertainty")
                + (" (ρ quoted: the median over the rows shown.)" if typical is not None else "")
-               + " Empty where the score is constant or there are fewer than 3 slices; p-values and n are in the CSV.")
+               + " Empty where the score is constant or there are fewer than 3 slices"
+               + (" or, for Normal (one deterministic pass), where it is a variance or mutual information"
+                  if (sel["mode"] == "normal").any() else "") + "; p-values and n are in the CSV.")
     if len(finite) and (finite < 0).all():
         st.warning("ρ is negative in every row: on these slices, higher uncertainty goes with *better* "
                    "segmentations, so these scores cannot rank slices for review.", icon=":material/info:")
@@ -153,6 +162,15 @@ def risk_coverage(sel: pd.DataFrame, scores: list[str]) -> None:
     st.subheader("Risk–coverage: refer the most uncertain slices", divider="gray")
     score = st.selectbox("Slice score", scores, key="rv_rc_score", index=_default_score(scores),
                          format_func=lambda s: SCORE_LABELS.get(s, s))
+    kept = sel[[applies(m, score) for m in sel["mode"]]]
+    if len(kept) < len(sel):
+        left_out = ", ".join(viz.mode_label(m) for m in stats.order_modes(set(sel["mode"]) - set(kept["mode"])))
+        st.caption(f"{left_out}: left out, as {SCORE_LABELS.get(score, score).split(' ·')[0]} does not apply "
+                   "(one deterministic pass has no samples).")
+    if kept.empty:
+        st.info("No mode of this selection has this score; pick another.", icon=":material/info:")
+        return
+    sel = kept
     rc_fig = viz.risk_coverage_figure(sel, score)
     st.plotly_chart(rc_fig, width="stretch", key="rv_rc_fig", config={"displaylogo": False})
     chart_downloads(rc_fig, name="segunc_risk_coverage", key="rv_rc_fig_dl")
@@ -177,6 +195,9 @@ def review_queue(sel: pd.DataFrame, base: pd.DataFrame, scores: list[str]) -> No
     backend = c1.selectbox("Backend", backends, key="rv_backend")
     modes = stats.order_modes(sel.loc[sel["backend"] == backend, "mode"])
     mode = c2.selectbox("Mode", modes, key="rv_mode", format_func=viz.mode_label)
+    scores = [s for s in scores if applies(mode, s)]  # e.g. no variance / MI score for a single pass
+    if ss.get("rv_score") not in scores:
+        ss.pop("rv_score", None)
     score = c3.selectbox("Uncertainty score", scores, key="rv_score", index=_default_score(scores),
                          format_func=lambda s: SCORE_LABELS.get(s, s))
     c4, c5, c6 = st.columns(3)

@@ -25,6 +25,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .metrics import HIGHER_IS_BETTER, ece_from_bins
+from .analysis.applicable import map_applies
 from .analysis.stats import BACKEND_LABELS, METRIC_LABELS, MODE_LABELS, mode_label, order_backends, order_modes
 
 __all__ = ["OUTCOME_COLORS", "BACKEND_COLORS", "MODE_COLORS", "MAP_LABELS", "MAP_RANGES", "to_rgb", "overlay",
@@ -175,7 +176,7 @@ _NO_SAMPLES = "one deterministic pass: no samples, so no {what}"
 
 def map_note(mode: str, map_name: str) -> str | None:
     """Why ``map_name`` does not apply to ``mode`` (shown instead of an always-blank map), None if it does."""
-    if mode == "normal" and map_name in ("variance", "mutual_information"):
+    if not map_applies(mode, map_name):
         return _NO_SAMPLES.format(what=MAP_LABELS[map_name].split(" (")[0].lower())
     return None
 
@@ -441,6 +442,8 @@ def tumour_profile_figure(df: pd.DataFrame, current: int | None = None, height: 
     fig = go.Figure(go.Bar(x=df["index"], y=df["tumour_px"], marker_color=colors,
                            hovertemplate="slice %{x}<br>%{y:,} tumour px<extra></extra>"))
     fig.update_xaxes(title="slice number")
+    if len(df) <= 20:  # a few slices (e.g. those a snapshot holds): tick each number, never 12.5
+        fig.update_xaxes(tickmode="array", tickvals=[int(i) for i in df["index"]])
     fig.update_yaxes(title="tumour px")
     _layout(fig, height)
     fig.update_layout(showlegend=False, margin=dict(l=60, r=20, t=10, b=40), bargap=0.1)

@@ -395,6 +395,25 @@ def test_review_explains_rho_cautions_and_shows_na(app_env, app_store):
     assert any("This review threshold rests on" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
+def test_review_leaves_out_what_does_not_apply(app_env, app_store):
+    """Normal (one pass) × variance / mutual information is not listed: no pooled AUROC row, no ρ, no review score."""
+    at = open_page("review")
+    assert_clean(at)
+    pooled = next(d.value for d in at.dataframe if "pooled_auroc" in d.value.columns)
+    normal = pooled[pooled["mode"] == "Normal"]
+    assert len(normal) == 2 and set(normal["map"]) == {"entropy"}, normal  # one row per backend
+    assert set(pooled.loc[pooled["mode"] == "MC dropout", "map"]) == {"variance", "entropy", "mutual information"}
+    rho = next(d.value for d in at.dataframe if "entropy · image mean" in d.value.columns)
+    row = rho[rho["mode"] == "Normal"]
+    assert row["variance · image mean"].isna().all() and row["mutual information · image mean"].isna().all()
+    at = open_page("review", state={"rv_tab": "Review queue", "rv_mode": "normal"})
+    assert_clean(at)
+    options = at.selectbox(key="rv_score").options
+    assert options and not any("variance" in o or "mutual" in o for o in options), options
+    at = open_page("review", state={"rv_tab": "Review queue", "rv_mode": "tta"})
+    assert any("mutual" in o for o in at.selectbox(key="rv_score").options)
+
+
 def test_lgg_size_is_said_one_way(tmp_path, app_env, monkeypatch):
     from segunc import fetch
 

@@ -45,16 +45,17 @@ def _free_port() -> int:
 
 class Server:
     """``streamlit run app.py`` on a free port with the given environment (and extra ``streamlit run``
-    options, e.g. ``("--secrets.files", path)``); stopped by :meth:`stop`."""
+    options, e.g. ``("--secrets.files", path)``), run in ``cwd`` (default the repository root); stopped
+    by :meth:`stop`."""
 
-    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()):
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = (), cwd: Path | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(self.port),
                "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
                "--browser.gatherUsageStats", "false", *args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "w"),
+        self.proc = subprocess.Popen(cmd, cwd=cwd or ROOT, env={**os.environ, **env}, stdout=open(log, "w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 two val slices, three modes) is exported, imported into a fresh store and served in demo mode with an
 empty data folder and an empty weights folder. Every page in the navigation opens without an exception
 or error box; the demo opens on the Overview (what the snapshot holds, the T its runs used, one large
-slice), and Compare shows the slice from the snapshot's slice pack.
+slice), Compare shows the slice from the snapshot's slice pack, and Dataset browses the snapshot's slices.
 """
 from __future__ import annotations
 
@@ -87,6 +87,11 @@ def test_demo_from_a_snapshot_without_data(demo_server, browser, tmp_path):  # n
         if name == "compare":
             assert page.query_selector_all('[data-testid="stMain"] [data-testid="stImage"] img'), "no slice shown"
             assert "TCGA_" in page.inner_text('[data-testid="stMain"] div.seg-slice')
+        if name == "dataset":  # no data folder: the slices the snapshot holds, labelled as such
+            text = page.inner_text('[data-testid="stMain"]')
+            assert "Slices from the snapshot" in text and "2 slices of 1 patient" in text, text[:600]
+            assert len(page.query_selector_all('[data-testid="stMain"] [data-testid="stImage"] img')) >= 4
+            assert "FLAIR + ground truth" in text and "from the snapshot." in text
     assert not errors, errors
     ctx.close()
 

@@ -54,6 +54,13 @@ def test_snapshot_carries_slices_and_cached_analyses(unet_weights, tmp_path):
         got = load_stored_slice(demo.root, im, data_root=tmp_path / "lgg" / "kaggle_3m")  # folder gone: from the pack
         assert got is not None and np.array_equal(got[0], img) and np.array_equal(got[1], mask)
     assert load_stored_slice(demo.root, "nope/nope_1.tif") is None
+    entries = pack.entries()  # what the Dataset page browses in a demo: LGG names, split, ground-truth size
+    assert sorted(e["image"] for e in entries) == images
+    assert entries == sorted(entries, key=lambda e: (e["patient_folder"], e["index"]))
+    for e in entries:
+        assert f"{e['patient_folder']}/{e['slice_id']}.tif" == e["image"] and e["split"] == "val"
+        assert e["tumour_px"] == int(originals[e["image"]][1].sum()) > 0
+        assert np.array_equal(pack.mask(e["image"]), originals[e["image"]][1])
 
     ddf = demo.metrics_frame()
     # the pages' default selections were described at export: read back, equal to a fresh computation

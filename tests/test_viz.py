@@ -196,6 +196,10 @@ def test_tumour_profile_highlights_current_slice():
     df = pd.DataFrame({"index": [1, 2, 3], "tumour_px": [0, 120, 40]})
     fig = viz.tumour_profile_figure(df, current=2)
     assert list(fig.data[0].marker.color) == ["#0072B2", "#D55E00", "#0072B2"]
+    few = viz.tumour_profile_figure(pd.DataFrame({"index": [12, 13], "tumour_px": [900, 2897]}), current=13)
+    assert list(few.layout.xaxis.tickvals) == [12, 13]  # whole slice numbers only, never 12.5
+    many = viz.tumour_profile_figure(pd.DataFrame({"index": range(1, 41), "tumour_px": 0}))
+    assert many.layout.xaxis.tickvals is None  # a whole volume: plotly's own ticks
 
 
 def test_grid_png():

@@ -9,6 +9,7 @@ cost           seconds per slice beside quality
 stored         error stats of stored results (maps × ground truth), cached beside the store
 frame          metrics frames from ``evaluate_slice`` results (no store needed)
 precompute     slow analyses computed ahead (snapshot export) and cached beside the store
+applicable     which maps and slice scores apply to which mode (none of a single pass's variance / MI)
 
 The names below are imported from their module on first use (PEP 562), so a page that only needs
 :mod:`.stats` does not pay for scikit-learn or scipy.ndimage.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 #: public name → the submodule that defines it
 _EXPORTS = {
+    **{n: "applicable" for n in ("applicable_rows", "applies", "map_applies", "score_map")},
     "cost_quality": "cost",
     "decomposition_summary": "decomposition", "slice_decomposition": "decomposition",
     **{n: "errors" for n in ("HIST_BINS", "LOG_FLOOR", "MAP_MAX", "UNCERTAINTY_MAPS", "hist_edges", "ErrorHistogram",
@@ -35,6 +37,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and readers; at run time the names load on first use
+    from .applicable import applicable_rows, applies, map_applies, score_map  # noqa: F401
     from .cost import cost_quality  # noqa: F401
     from .decomposition import decomposition_summary, slice_decomposition  # noqa: F401
     from .errors import (HIST_BINS, LOG_FLOOR, MAP_MAX, UNCERTAINTY_MAPS, ErrorHistogram, aurc,  # noqa: F401

@@ -6,8 +6,9 @@ compressed: about 40–60 kB per slice. ``index`` lists the stored image paths (
 folder, as in the result keys) in array order.
 
 :func:`pack_slices` builds it from the data folders the store's runs used; :class:`SlicePack`
-reads one slice at a time; :func:`load_stored_slice` is what pages call: the data folder when it
-has the slice, else the pack, else None.
+reads one slice at a time and lists what it holds (:meth:`SlicePack.entries`, for browsing a
+snapshot's slices); :func:`load_stored_slice` is what pages call: the data folder when it has the
+slice, else the pack, else None.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["PACK_NAME", "SlicePack", "pack_slices", "write_pack", "open_pack", "load_stored_slice", "data_roots"]
+__all__ = ["PACK_NAME", "SlicePack", "pack_slices", "write_pack", "open_pack", "load_stored_slice", "data_roots",
+           "image_entry"]
 
 PACK_NAME = "slices.npz"
 
@@ -103,6 +105,25 @@ def write_pack(store_root: Path | str, extra_roots: Iterable[Path | str | None] 
     return summary
 
 
+def image_entry(image: str) -> dict | None:
+    """Where a stored image path (``<PATIENT>/<PATIENT>_<n>.tif``) sits in the LGG layout: ``image``,
+    ``slice_id``, ``patient_folder``, ``patient_id``, ``index``, ``split`` (as :func:`~.lgg.discover`
+    and :func:`~.lgg.split_of` give them); None for a path not named like an LGG slice."""
+    from .lgg import _SLICE_RE, DataError, patient_id, split_of
+
+    name = Path(image).name
+    m = _SLICE_RE.match(name)
+    if not m:
+        return None
+    folder = m.group("folder")
+    try:
+        pid = patient_id(folder)
+    except DataError:
+        return None
+    return {"image": image, "slice_id": f"{folder}_{int(m.group('n'))}", "patient_folder": folder,
+            "patient_id": pid, "index": int(m.group("n")), "split": split_of(pid)}
+
+
 class SlicePack:
     """Read access to a ``slices.npz``: ``images`` (stored paths), ``load(image)`` → (image, mask)."""
 
@@ -120,10 +141,23 @@ class SlicePack:
 
     def load(self, image: str) -> tuple[np.ndarray, np.ndarray]:
         """(H W 3 uint8 image, boolean mask) of a stored image path; KeyError if not packed."""
+        return self._z[f"image_{self._pos[image]}"], self.mask(image)
+
+    def mask(self, image: str) -> np.ndarray:
+        """The boolean mask alone of a stored image path (the image is not decompressed); KeyError if not packed."""
         i = self._pos[image]
         shape = tuple(int(v) for v in self._z[f"shape_{i}"])
-        mask = np.unpackbits(self._z[f"mask_{i}"], count=shape[0] * shape[1]).reshape(shape).astype(bool)
-        return self._z[f"image_{i}"], mask
+        return np.unpackbits(self._z[f"mask_{i}"], count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+    def entries(self) -> list[dict]:
+        """One dict per packed slice named like an LGG slice (:func:`image_entry`), plus ``tumour_px``
+        (ground-truth foreground pixels), sorted by patient folder and slice number."""
+        out = []
+        for image in self.images:
+            e = image_entry(image)
+            if e is not None:
+                out.append({**e, "tumour_px": int(self.mask(image).sum())})
+        return sorted(out, key=lambda e: (e["patient_folder"], e["index"]))
 
     def close(self) -> None:
         self._z.close()
