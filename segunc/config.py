@@ -144,7 +144,7 @@ def tta_intensity_op(tta_set: str) -> str:
     return ops[tta_set]
 
 
-_TUPLES = ("tta_flips", "tta_scales", "tta_intensities")
+_TUPLES = ("tta_flips", "tta_scales", "tta_intensities", "tta_rotations")
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,10 @@ class PipelineConfig:
     #: ``default``: the intensities act as gamma exponents (30 distinct model inputs); ``paper``:
     #: as gains, the paper's literal set (6 distinct inputs after normalisation, computed once each)
     tta_set: str = "default"
+    #: quarter turns per view (the paper preset's flip × rot90 set for the MedSAM family / UniverSeg)
+    tta_rotations: tuple[int, ...] = (0,)
+    #: ``range``: noise σ relative to the image's range, unclipped; ``unit``: the authors' [0, 1] scale, clamped
+    noise_scale: str = "range"
     jitter_px: int = 10
     temperature: float = 1.0
     keep_samples: bool = False
@@ -191,9 +195,9 @@ class PipelineConfig:
         return {
             "normal": {},
             "mc_dropout": {"samples": self.samples, "p": self.p, "placement": self.placement},
-            "noisy": {"samples": self.samples, "sigma": self.sigma},
+            "noisy": {"samples": self.samples, "sigma": self.sigma, "scale": self.noise_scale},
             "tta": {"flips": self.tta_flips, "scales": self.tta_scales, "intensities": self.tta_intensities,
-                    "intensity_op": tta_intensity_op(self.tta_set)},
+                    "intensity_op": tta_intensity_op(self.tta_set), "rotations": self.tta_rotations},
             "box_jitter": {"samples": self.samples, "max_px": self.jitter_px},
         }.get(name, {"samples": self.samples})
 

@@ -4,10 +4,11 @@
 segunc's defaults differ):
 
 * input: the three MRI channels as RGB for the MedSAM family (segunc: FLAIR replicated);
-* noise σ 0.01 / 0.2 / 0.1 for U-Net / MedSAM family / UniverSeg (segunc: 0.01 for all). segunc's σ
-  is relative to the image's intensity range, which equals the authors' [0, 1] scale for a slice
-  spanning the full 8-bit range; the authors' clamping to [0, 1] is not reproduced;
-* TTA: the literal 30-transform set (``tta_set="paper"``) where this segunc has that option;
+* noise σ 0.01 / 0.2 / 0.1 for U-Net / MedSAM family / UniverSeg on the authors' [0, 1] scale, the
+  noisy image clamped to [0, 1] (``noise_scale="unit"``; segunc: σ 0.01 relative to the image's range,
+  unclipped);
+* TTA: U-Net the literal 30-transform set flip × scale × gain (``tta_set="paper"``); the MedSAM family
+  and UniverSeg flip × rot90 (8 views at native scale, no intensity change);
 * fusion parameters: exponential β (λ) = 1, power as (1 − u)^α (``certainty_power``; the paper's text
   has u^−α), percentile q = 50, mean-std k = 0.5;
 * CRF: bilateral term only (Gaussian compat 0), bilateral weight 10, sdims 5, schan 5.
@@ -30,9 +31,10 @@ SAM_FAMILY = ("litemedsam", "medsam")
 
 def _paper(backend: str) -> dict[str, Any]:
     sigma = {"unet": 0.01, "universeg": 0.1}.get(backend, 0.2 if backend in SAM_FAMILY else None)
-    config: dict[str, Any] = {} if sigma is None else {"sigma": sigma}
-    if "tta_set" in {f.name for f in dataclasses.fields(PipelineConfig)}:
-        config["tta_set"] = "paper"
+    config: dict[str, Any] = {"noise_scale": "unit"} if sigma is None else {"sigma": sigma, "noise_scale": "unit"}
+    config["tta_set"] = "paper"
+    if backend in (*SAM_FAMILY, "universeg"):
+        config.update(tta_flips=(False, True), tta_scales=(1.0,), tta_intensities=(1.0,), tta_rotations=(0, 1, 2, 3))
     return {
         "config": config,
         "fusion": {"lam": 1.0},
@@ -47,8 +49,9 @@ def _paper(backend: str) -> dict[str, Any]:
 PRESETS: dict[str, Callable[[str], dict[str, Any]]] = {"paper": _paper}
 
 #: override field → the command-line flag (argparse dest) that sets it explicitly
-FLAG_OF = {"sigma": "sigma", "tta_set": "tta_set", "channels": "channels", "iterations": "crf_iterations",
-           "samples": "samples", "p": "p", "placement": "placement"}
+FLAG_OF = {"sigma": "sigma", "noise_scale": "sigma", "tta_set": "tta_set", "tta_flips": "tta_set",
+           "tta_scales": "tta_set", "tta_intensities": "tta_set", "tta_rotations": "tta_set", "channels": "channels",
+           "iterations": "crf_iterations", "samples": "samples", "p": "p", "placement": "placement"}
 
 
 def preset_overrides(name: str, backend: str) -> dict[str, Any]:

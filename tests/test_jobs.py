@@ -314,3 +314,15 @@ def test_estimates_exclude_stored_results_and_use_measured_costs(lgg_root, unet_
     # other settings (T) never count as stored
     assert estimate_cost(spec_for(lgg_root, unet_weights, modes=["normal", "mc_dropout"], limit=3, samples=4),
                          store=store)["held"] == 3  # normal does not depend on T; mc_dropout does
+
+
+def test_keep_samples_sweep_repeated_computes_nothing(lgg_root, unet_weights, tmp_path):
+    """Post-processing results (fusion, crf) carry no samples: a --keep-samples sweep must still find them."""
+    spec = JobSpec(data=lgg_root, weights=unet_weights, modes="normal,mc_dropout,tta,fusion,crf", limit=1,
+                   config=PipelineConfig(samples=2, tta_scales=(1.0,), tta_intensities=(1.0,), keep_samples=True))
+    store = ResultStore(tmp_path / "store")
+    _, first = run_sweep(store, spec, progress=False)
+    assert (first.computed, first.failed) == (5, 0)
+    assert estimate_cost(spec, store=store)["todo"] == 0
+    _, again = run_sweep(store, spec, progress=False)
+    assert (again.computed, again.skipped) == (0, 5)

@@ -53,7 +53,8 @@ def test_preset_changes_the_affected_keys_and_is_recorded(tmp_path):
     paper = config_from_args(_args(["run", "--preset", "paper"]))
     assert plain.crf != paper.crf and plain.crf.as_dict() != paper.crf.as_dict()
     assert plain.mode_params("mc_dropout") == paper.mode_params("mc_dropout")  # U-Net MC dropout: same key
-    assert plain.mode_params("noisy") == paper.mode_params("noisy")  # U-Net σ 0.01 in both
+    assert plain.sigma == paper.sigma == 0.01  # U-Net σ 0.01 in both, but on the authors' clamped [0, 1] scale
+    assert (plain.noise_scale, paper.noise_scale) == ("range", "unit")
     assert "crf" in required_modes(["crf"], paper)
     spec = spec_from_args(_args(["run", "--preset", "paper", "--data", str(tmp_path)]))
     assert spec.profile == "preset:paper"

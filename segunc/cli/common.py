@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .. import settings
@@ -196,8 +197,30 @@ def sweep(args: argparse.Namespace):
         from ..runner.ray_executor import RayExecutor
 
         executor = RayExecutor(address=args.ray_address)
+    _print_estimate(spec, store, refs, executor)
+    t0 = time.perf_counter()
     job_id, counts = run_sweep(store, spec, refs=refs, progress=True, executor=executor)
+    print(f"took {_minutes(time.perf_counter() - t0)}", file=sys.stderr)
     return store, spec, job_id, counts, refs
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _print_estimate(spec, store, refs, executor) -> None:
+    """One line before a sweep: what is left to compute and how long it should take (stderr)."""
+    from ..runner.jobs import estimate_cost
+
+    try:
+        cost = estimate_cost(spec, store=store, refs=refs)
+    except Exception:  # noqa: BLE001 - an estimate never stops a sweep
+        return
+    where = "" if executor is None else " (estimated for one local process; a cluster divides it)"
+    basis = {"measured": "measured on this machine", "default": "a default guess: no sweep measured yet",
+             "given": "given timings"}.get(cost["source"], cost["source"])
+    print(f"estimate: {cost['todo']} of {cost['todo'] + cost['held']} results to compute, "
+          f"{cost['human']} ({cost['seconds']:.0f} s; {basis}){where}", file=sys.stderr)
 
 
 def sweep_errors() -> tuple:

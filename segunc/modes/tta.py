@@ -20,9 +20,12 @@ hold the copies, so mean and uncertainty maps equal those of running all 30 (pap
   (fully convolutional U-Net) or resizes to its own input size (MedSAM family, UniverSeg:
   then s acts as a resolution change). The logits are resized back to H × W.
 - flip: mirrored image in, mirrored prediction back.
-- box prompts are transformed with the image (scaled, mirrored).
+- rotation k·90° (``rotations``, default (0,)): the paper preset's set for the MedSAM family and
+  UniverSeg is flip × rot90 (2 × 4 = 8 views, as the authors' ttach ``d4``-style transforms).
+- box prompts are transformed with the image (scaled, mirrored, rotated).
 
-Transforms of one scale share an image size and go through the model as one batch.
+Transforms of one scale (and, on a non-square slice, of one rotation parity) share an image size
+and go through the model as one batch.
 """
 from __future__ import annotations
 
@@ -49,13 +52,24 @@ class Transform:
     scale: float
     intensity: float
     op: str = "gain"
+    rot: int = 0  # quarter turns (torch.rot90 over H, W), applied after the flip
 
 
 def transforms(flips=DEFAULT_FLIPS, scales=DEFAULT_SCALES, intensities=DEFAULT_INTENSITIES,
-               op: str = "gain") -> list[Transform]:
+               op: str = "gain", rotations=(0,)) -> list[Transform]:
     if op not in INTENSITY_OPS:
         raise ValueError(f"unknown TTA intensity op {op!r}; expected one of {INTENSITY_OPS}")
-    return [Transform(f, float(s), float(i), op) for f, s, i in itertools.product(flips, scales, intensities)]
+    if any(int(k) != k or not 0 <= k < 4 for k in rotations):
+        raise ValueError(f"TTA rotations are quarter turns 0..3, got {list(rotations)}")
+    return [Transform(f, float(s), float(i), op, int(k))
+            for f, s, k, i in itertools.product(flips, scales, rotations, intensities)]
+
+
+def _rot(x: torch.Tensor, ts: list[Transform], sign: int = 1) -> torch.Tensor:
+    """Rotate each of the ``n`` leading items by its transform's quarter turns (× ``sign``)."""
+    if all(t.rot == 0 for t in ts):
+        return x
+    return torch.stack([torch.rot90(x[i], sign * t.rot, dims=(-2, -1)) for i, t in enumerate(ts)])
 
 
 def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -71,7 +85,7 @@ def forward_images(image: torch.Tensor, ts: list[Transform]) -> torch.Tensor:
         x = F.interpolate(x, size=scaled_hw(tuple(image.shape[-2:]), scale), mode="bilinear", align_corners=False)
     x = x.expand(len(ts), -1, -1, -1)
     flips = torch.tensor([t.flip for t in ts], device=image.device).view(-1, 1, 1, 1)
-    x = torch.where(flips, x.flip(-1), x)
+    x = _rot(torch.where(flips, x.flip(-1), x), ts)
     factors = torch.tensor([t.intensity for t in ts], device=image.device, dtype=image.dtype).view(-1, 1, 1, 1)
     if all(t.op == "gamma" for t in ts):
         return 255.0 * (x.clamp(0.0, 255.0) / 255.0) ** factors
@@ -92,12 +106,16 @@ def forward_boxes(box: torch.Tensor, ts: list[Transform], hw: tuple[int, int]) -
         ys = [(y + 0.5) * sy - 0.5 for y in (y0, y1)]
         if t.flip:
             xs = [w - 1 - x for x in xs]
+        for _ in range(t.rot):  # torch.rot90 over (H, W): pixel (x, y) of a w-wide image goes to (y, w - 1 - x)
+            xs, ys = ys, [w - 1 - x for x in xs]
+            h, w = w, h
         out.append([max(0.0, min(xs)), max(0.0, min(ys)), min(w - 1.0, max(xs)), min(h - 1.0, max(ys))])
     return torch.tensor(out, dtype=torch.float32, device=box.device)
 
 
 def invert_logits(logits: torch.Tensor, ts: list[Transform], hw: tuple[int, int]) -> torch.Tensor:
     """``n h w`` logits in the transformed frames → ``n H W`` on the original grid."""
+    logits = _rot(logits, ts, sign=-1)
     flips = torch.tensor([t.flip for t in ts], device=logits.device).view(-1, 1, 1)
     x = torch.where(flips, logits.flip(-1), logits)
     if tuple(x.shape[-2:]) != tuple(hw):
@@ -124,13 +142,16 @@ class TTA(Mode):
     stochastic = True
 
     def __init__(self, samples: int = 30, seed: int = 0, batch_size: int = 16, flips=DEFAULT_FLIPS,
-                 scales=DEFAULT_SCALES, intensities=DEFAULT_INTENSITIES, intensity_op: str = "gamma"):
-        ts = transforms(flips, scales, intensities, intensity_op)
+                 scales=DEFAULT_SCALES, intensities=DEFAULT_INTENSITIES, intensity_op: str = "gamma",
+                 rotations=(0,)):
+        ts = transforms(flips, scales, intensities, intensity_op, rotations)
         # The transform set defines T; ``samples`` is accepted for a uniform CLI but not used.
         params = dict(flips=[bool(f) for f in flips], scales=[float(s) for s in scales],
                       intensities=[float(i) for i in intensities])
         if intensity_op != "gain":  # the paper's set keeps the key it always had
             params["intensity_op"] = intensity_op
+        if tuple(rotations) != (0,):  # keys without rotations stay as they were
+            params["rotations"] = [int(k) for k in rotations]
         super().__init__(len(ts), seed, batch_size, **params)
         self.transforms = ts
         #: model forward passes of the last slice (distinct views)
@@ -142,8 +163,10 @@ class TTA(Mode):
     def sample_logits(self, backend, x: SliceInput) -> torch.Tensor:
         out: list[torch.Tensor | None] = [None] * len(self.transforms)
         self.last_forwards = 0
-        for scale in dict.fromkeys(t.scale for t in self.transforms):
-            idx = [i for i, t in enumerate(self.transforms) if t.scale == scale]
+        square = x.hw[0] == x.hw[1]
+        group = lambda t: (t.scale, 0 if square else t.rot % 2)  # noqa: E731 - views of one input size
+        for g in dict.fromkeys(group(t) for t in self.transforms):
+            idx = [i for i, t in enumerate(self.transforms) if group(t) == g]
             ts = [self.transforms[i] for i in idx]
             imgs = forward_images(x.image, ts)
             boxes = None if x.box is None else forward_boxes(x.box, ts, x.hw)

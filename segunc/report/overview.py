@@ -45,7 +45,8 @@ def run_settings(runs: pd.DataFrame) -> pd.DataFrame:
         cfg = spec.get("config") if isinstance(spec.get("config"), dict) else {}
         tta = None
         if cfg and all(k in cfg for k in ("tta_flips", "tta_intensities", "tta_scales")):
-            tta = len(cfg["tta_flips"]) * len(cfg["tta_intensities"]) * len(cfg["tta_scales"])
+            tta = (len(cfg["tta_flips"]) * len(cfg["tta_intensities"]) * len(cfg["tta_scales"])
+                   * len(cfg.get("tta_rotations", (0,))))
         row = {"Run": str(r.get("run_id", ""))[:8], "Backend": r.get("backend"),
                "Modes": _fmt(str(r.get("modes", "")).split(",")), "Slices": r.get("n_slices")}
         row.update({label: _fmt(_get(spec, path)) for label, path in SETTINGS})

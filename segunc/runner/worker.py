@@ -70,6 +70,7 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     from tqdm import tqdm
 
     from ..pipeline import result_key_material
+    from ..postprocess import POST_STEPS
     from .sweep import build_backend, iter_sweep, parse_modes, select_slices
 
     spec_json = job_table.job_spec_json(store.con, job_id)
@@ -109,7 +110,9 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
     def plan(ref):
         image = image_relpath(ref.image_path, root)
         keys = {m: result_key(material[m], ref.slice_id, image) for m in modes}
-        valid = store.valid_keys(list(keys.values()), need_samples=config.keep_samples)
+        sampled = [keys[m] for m in modes if m not in POST_STEPS]  # post-processing results carry no samples
+        valid = (store.valid_keys(sampled, need_samples=config.keep_samples)
+                 | store.valid_keys([keys[m] for m in modes if m in POST_STEPS]))
         if not planned:  # the sweep plans a group of slices, then computes them in order: the first is current
             _set(store, job_id, current=ref.slice_id)
         planned[ref] = (image, keys, time.perf_counter())
@@ -122,11 +125,11 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
         seconds = time.perf_counter() - max(t_plan, last_done[0])
         return seconds, (next(iter(planned)).slice_id if planned else after.get(ref.slice_id))
 
-    bar = tqdm(refs if executor is None else None, total=len(refs), desc=f"{backend.name} × {len(modes)} modes",
+    bar = tqdm(total=len(refs), desc=f"{backend.name} × {len(modes)} modes",
                unit="slice", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     state = "done"
     if executor is None:
-        outcomes = iter_sweep(backend, bar, modes, config, plan=plan)
+        outcomes = iter_sweep(backend, refs, modes, config, plan=plan)
     else:
         outcomes = executor.iter_sweep(spec, backend, refs, modes, config, plan=plan,
                                        log=lambda msg: bar.write(msg, file=sys.stderr))
@@ -161,9 +164,8 @@ def execute_job(store: ResultStore, job_id: str, *, refs: list | None = None, pr
                     need_timing = False
                 elif todo:
                     _record_costs(store, backend.name, spec.device, config, out.results, seconds)
-            if executor is not None:
-                bar.update(1)
             bar.set_postfix(computed=c.computed, skipped=c.skipped, failed=c.failed, refresh=False)
+            bar.update(1)  # per finished slice (slices are read in groups: iterating them would run ahead)
             last_done[0] = time.perf_counter()  # the next slice's time starts now (bookkeeping excluded)
             if cancel:
                 state = "cancelled"
