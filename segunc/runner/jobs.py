@@ -39,7 +39,7 @@ from ..store.locks import FileLock, holder, is_locked
 
 __all__ = ["JobSpec", "submit_job", "job_status", "list_jobs", "cancel_job", "ensure_worker", "worker_alive", "worker_info",
            "estimate_cost", "job_lock", "worker_lock", "measured_timing", "record_timing", "record_mode_timing",
-           "stored_results", "DEFAULT_SECONDS"]
+           "stored_results", "tta_distinct_views", "DEFAULT_SECONDS"]
 
 
 # ------------------------------------------------------------------------------- spec
@@ -449,6 +449,22 @@ def _human(seconds: float, device: str) -> str:
     return f"about {amount} on {where}"
 
 
+def tta_distinct_views(config: PipelineConfig) -> int:
+    """Model passes of TTA on one slice: its views with distinct model inputs, each computed once
+    (:func:`segunc.modes.tta.distinct_views`). Every backend normalises each image (z-score or
+    min-max), so in the ``paper`` set the gains ≤ 1 give one input per flip × scale × rotation; a
+    gain > 1 clips the brightest pixels (LGG slices reach 255), so each is its own input (30 → 18;
+    measured 16 on a real val slice with the U-Net); the default set's gammas are all distinct."""
+    from ..config import tta_intensity_op
+
+    gains = [float(g) for g in config.tta_intensities]
+    if tta_intensity_op(config.tta_set) == "gain" and gains:
+        intensities = int(any(g <= 1.0 for g in gains)) + sum(g > 1.0 for g in gains)
+    else:
+        intensities = len(gains)
+    return len(config.tta_flips) * len(config.tta_scales) * len(config.tta_rotations) * intensities
+
+
 def mode_passes(mode: str, config: PipelineConfig, two_stage: bool, fixed_input: bool) -> tuple[int, float, int, int]:
     """(whole-model passes, their cost in native-size passes, encoder-only, decoder-only) for one slice."""
     T = config.samples
@@ -459,7 +475,7 @@ def mode_passes(mode: str, config: PipelineConfig, two_stage: bool, fixed_input:
     if mode == "noisy":
         return T, float(T), 0, 0
     if mode == "tta":  # a fully convolutional model pays for the scaled size: cost ∝ scale²
-        n = len(config.tta_flips) * len(config.tta_intensities) * len(config.tta_rotations)
+        n = tta_distinct_views(config) // max(1, len(config.tta_scales))
         cost = sum(n * (1.0 if fixed_input else s * s) for s in config.tta_scales)
         return n * len(config.tta_scales), cost, 0, 0
     if mode == "box_jitter":
@@ -552,7 +568,8 @@ def estimate_cost(spec: JobSpec, seconds_per_forward: dict | None = None, store:
     held, todo, per_slice_mode, calibrated}``.
 
     Per slice, the modes and the modes they depend on (each once) cost: normal 1 pass,
-    mc_dropout / noisy T, tta 30 (U-Net: weighted by scale², the 2x views cost 4), box_jitter
+    mc_dropout / noisy T, tta its distinct views (:func:`tta_distinct_views`: 30, the paper set 18; U-Net:
+    weighted by scale², the 2x views cost 4), box_jitter
     1 encoder + T decoder passes (MedSAM family; also mc_dropout with placement 'decoder'),
     fusion / crf no model pass. Seconds per pass: ``seconds_per_forward`` (``{"forward": s,
     "encoder": s, "decoder": s}`` or ``{backend: s}``), else the ``calibration_timing`` of the store
