@@ -10,6 +10,7 @@ from pages._data import metrics_frame, runs
 from pages._format import run_label
 from pages._settings import PAGE_FILES
 from segunc import settings
+from segunc.analysis.profiles import split_profile
 from segunc.analysis.stats import order_backends, order_modes
 from segunc.viz import mode_label
 
@@ -37,7 +38,8 @@ def open_clicked(event, source: str) -> None:
     if st.session_state.get("_last_click") == marker:
         return
     st.session_state["_last_click"] = marker
-    st.switch_page(PAGE_FILES["compare"], query_params={"slice": custom[1], "focus": f"{custom[3]}:{custom[4]}"})
+    mode = split_profile(custom[4])[0]  # a tuned / preset row (Metrics) opens its mode
+    st.switch_page(PAGE_FILES["compare"], query_params={"slice": custom[1], "focus": f"{custom[3]}:{mode}"})
 
 
 def no_results(message: str = "The results store is empty.") -> None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import describe, sample_notice, significance
+from pages._data import describe, runs, sample_notice, significance
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
 from pages._export import chart_downloads
 from segunc import viz
-from segunc.analysis import stats
+from segunc.analysis import profiles, stats
 from segunc.metrics import HIGHER_IS_BETTER, METRIC_NAMES
 
 ensure_app()
@@ -70,6 +70,7 @@ def distributions_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
         _chart(sel, choice, kind, points, 520, key=f"dist_{choice}")
     st.caption("n under each mode: results per box (one number per backend, in legend order). "
                "For thesis figures (SVG and PDF, with legends): `python -m segunc report`.")
+    _profile_note(sel)
     st.download_button("Selected results (CSV)", lambda: sel.to_csv(index=False), file_name="segunc_results.csv",
                        mime="text/csv", icon=":material/download:")
 
@@ -85,7 +86,7 @@ def summary_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
         st.info("Pick at least one metric.")
         return
     desc = describe(sel, tuple(chosen), per_patient, conf, n_res)
-    show = desc.assign(metric=desc["metric"].map(lambda m: LABEL.get(m, m)))
+    show = profiles.profile_column(desc.assign(metric=desc["metric"].map(lambda m: LABEL.get(m, m))))
     num = {c: st.column_config.NumberColumn(format="%.4f") for c in
            ("median", "q1", "q3", "iqr", "mean", "sd", "ci_low", "ci_high")}
     st.dataframe(show, hide_index=True, width="stretch", height=min(38 + 35 * len(show), 560),
@@ -106,6 +107,14 @@ def summary_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
                        mime="text/csv", icon=":material/download:", width="stretch")
     with st.expander("LaTeX source"):
         st.code(latex, language="latex")
+    _profile_note(sel)
+
+
+def _profile_note(sel: pd.DataFrame) -> None:
+    """Say what the profiled modes are (tuned on val, paper preset), when any is shown."""
+    note = profiles.profile_note(sel["profile"]) if "profile" in sel.columns else ""
+    if note:
+        st.caption(note)
 
 
 def tests_tab(sel: pd.DataFrame, metrics: list[str]) -> None:
@@ -184,7 +193,7 @@ st.title("Metrics")
 sample_notice()
 
 with guard("The metrics page"):
-    selection = selected_results()
+    selection = profiles.with_profiles(selected_results(), profiles.run_profiles(runs()))  # tuned / preset rows apart
     names = [m for m in METRIC_NAMES if m in selection.columns]
     st.caption(f"{len(selection):,} results · {selection['slice_id'].nunique():,} slices · "
                f"{selection['patient_id'].nunique():,} patients · {selection['backend'].nunique()} backend(s) × "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -15,12 +16,14 @@ from pages._settings import ensure_app, user_path
 from pages._backends import backend_readiness
 from pages._cluster import cluster_section, sent_pending
 from segunc import settings
+from segunc.analysis.profiles import tuned_choice_label, tuned_settings_text
 from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,
                            UNCERTAINTIES, CRFParams, FusionConfig, PipelineConfig)
 from segunc.pipeline import all_mode_names
 from segunc.runner.jobs import (JobSpec, cancel_job, ensure_worker, estimate_cost, job_status, list_jobs, submit_job,
                                 worker_alive)
 from segunc.runner.sweep import DEFAULT_MODES, select_slices
+from segunc.runner.tune import TUNED_FOLDER, apply_tuned, find_tuned, tuned_label
 from segunc.store import ResultStore
 
 ensure_app()
@@ -96,8 +99,13 @@ def _queue(specs: list) -> None:
         st.toast(f"Queued {len(specs)} job(s); the worker is running.", icon=":material/check:")
 
 
-def _specs(backends: list[str], modes: list[str], config) -> list:
-    """One JobSpec per backend (box jitter only for the MedSAM family)."""
+class ProfileRefused(ValueError):
+    """The tuned profile was chosen for another backend or other weights."""
+
+
+def _specs(backends: list[str], modes: list[str], config, tuned: dict | None = None) -> list:
+    """One JobSpec per backend (box jitter only for the MedSAM family); a tuned profile is applied as
+    ``--tuned`` applies it (:func:`~segunc.runner.tune.apply_tuned`: same settings, same result keys)."""
     out = []
     for b in backends:
         opts = {}
@@ -105,9 +113,18 @@ def _specs(backends: list[str], modes: list[str], config) -> list:
             opts = {"channels": ss["run_channels"], "box_margin": int(ss["run_margin"])}
         bmodes = [m for m in modes if m != "box_jitter" or b in ("litemedsam", "medsam")]
         limit = int(ss["run_limit"]) or None
-        out.append(JobSpec(data=str(settings.app_data_dir()), backend=b, modes=bmodes, split=ss["run_split"],
-                           all_slices=not ss["run_tumour"], limit=limit, config=config, backend_options=opts,
-                           device=ss["run_device"], spread=bool(limit and ss["run_spread"])))
+        spec = JobSpec(data=str(settings.app_data_dir()), backend=b, modes=bmodes, split=ss["run_split"],
+                       all_slices=not ss["run_tumour"], limit=limit, config=config, backend_options=opts,
+                       device=ss["run_device"], spread=bool(limit and ss["run_spread"]))
+        if tuned is not None:
+            path = Path(tuned["path"])
+            try:
+                spec.config = apply_tuned(config, tuned["doc"], backend=b, weights_sha256=spec.weights_sha256(),
+                                          source=path.name)
+            except ValueError as exc:
+                raise ProfileRefused(str(exc)) from None
+            spec.profile = tuned_label(path)
+        out.append(spec)
     return out
 
 
@@ -134,10 +151,43 @@ def what_to_run() -> tuple[list[str], list[str]]:
     return backends, modes
 
 
-def parameters() -> None:
-    """The pipeline's parameters in four tabs, defaults from :class:`PipelineConfig`."""
+@st.cache_data(ttl=30, show_spinner=False, max_entries=8)
+def _tuned_profiles(root: str) -> list[dict]:
+    return [{**e, "path": str(e["path"])} for e in find_tuned(root)]
+
+
+def tuned_profile() -> dict | None:
+    """A tuned profile (``python -m segunc tune --out <store>/tuned/NAME.json``) to apply instead of the
+    temperature, fusion and CRF parameters below, or None (the parameters as set)."""
+    root = settings.store_dir()
+    found = {e["path"]: e for e in _tuned_profiles(str(root))}
+    options = ["", *found]
+    if ss.get("run_tuned") not in options:
+        ss.pop("run_tuned", None)
+    choice = st.selectbox(
+        "Post-processing profile", options, key="run_tuned",
+        format_func=lambda p: "Defaults (the parameters below)" if not p else
+        tuned_choice_label(Path(p).name, found[p]["doc"], found[p]["tuned_at"]),
+        help=f"Settings chosen on the val split by `python -m segunc tune … --out {root / TUNED_FOLDER}/NAME.json` "
+             "(also read: tuned*.json in the store folder and beside it). Applied as `--tuned` applies it.")
+    entry = found.get(choice)
+    if entry is None:
+        if not found:
+            st.caption(f"No tuned profiles yet: `python -m segunc tune --backend B --split val … --out "
+                       f"{root / TUNED_FOLDER}/tuned.json` writes one here.")
+        return None
+    st.info(f"**Tuned on val** for **{entry['doc'].get('backend')}**: {tuned_settings_text(entry['doc'])}. These "
+            "replace the temperature, fusion and CRF parameters below; the sampling parameters still apply.",
+            icon=":material/tune:")
+    return entry
+
+
+def parameters() -> dict | None:
+    """The pipeline's parameters in four tabs, defaults from :class:`PipelineConfig`; returns the tuned
+    profile chosen, if any."""
     st.subheader("Parameters", divider="gray")
     st.button("Reset to the paper's defaults", on_click=_reset, icon=":material/restart_alt:", key="reset_btn")
+    tuned = tuned_profile()
     d = PipelineConfig()
     t1, t2, t3, t4 = st.tabs(["Sampling", "Test-time augmentation", "Fusion", "CRF and models"])
     with t1:
@@ -148,6 +198,7 @@ def parameters() -> None:
         fusion_tab(d)
     with t4:
         crf_and_models_tab(d)
+    return tuned
 
 
 def sampling_tab(d: PipelineConfig) -> None:
@@ -216,7 +267,7 @@ def crf_and_models_tab(d: PipelineConfig) -> None:
     c2.number_input("Box prompt margin (px)", 0, 64, 0, key="run_margin")
 
 
-def cost_and_queue(backends: list[str], modes: list[str]) -> None:
+def cost_and_queue(backends: list[str], modes: list[str], tuned: dict | None = None) -> None:
     """The estimated cost of each sweep and the Queue button (a worker is started if none runs)."""
     st.subheader("Cost and queue", divider="gray")
     if not backends or not modes:
@@ -224,7 +275,11 @@ def cost_and_queue(backends: list[str], modes: list[str]) -> None:
         return
     try:
         config = _config()
-        specs = _specs(backends, modes, config)
+        specs = _specs(backends, modes, config, tuned)
+    except ProfileRefused as exc:
+        st.error(f"**This tuned profile does not fit:** {exc}. Its settings were chosen for that model's outputs; "
+                 "pick only its backend (with the weights it was tuned on), or the defaults.", icon=":material/block:")
+        return
     except (ValueError, TypeError) as exc:
         st.error(f"Invalid parameters: {explain(exc)}", icon=":material/error:")
         return
@@ -379,7 +434,7 @@ refuse_non_runners()
 
 with guard("The run form"):
     chosen_backends, chosen_modes = what_to_run()
-    parameters()
-    cost_and_queue(chosen_backends, chosen_modes)
+    chosen_profile = parameters()
+    cost_and_queue(chosen_backends, chosen_modes, chosen_profile)
 with guard("The job list"):
     job_list()

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES
+from .profiles import PROFILE_ORDER, split_profile
 
 __all__ = ["METRIC_LABELS", "MODE_ORDER", "aggregate", "paired_table", "bootstrap_ci", "describe", "FriedmanResult",
            "friedman", "pairwise_wilcoxon", "rank_biserial", "kendalls_w", "holm", "to_latex", "order_modes",
@@ -104,8 +105,18 @@ def sort_by_backend_mode(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def order_modes(modes: Iterable[str]) -> list[str]:
-    """Unique modes in the paper's order, unknown ones after, alphabetically."""
-    return _ordered(modes, MODE_ORDER)
+    """Unique modes in the paper's order, unknown ones after, alphabetically; a profiled mode
+    (``fusion@tuned on val``, :mod:`.profiles`) right after its mode."""
+    rank = {m: i for i, m in enumerate(MODE_ORDER)}
+    prank = {p: i for i, p in enumerate(PROFILE_ORDER)}
+    if hasattr(modes, "unique"):
+        modes = modes.unique()
+
+    def key(m: str):
+        base, label = split_profile(m)
+        return rank.get(base, len(rank)), base, bool(label), prank.get(label, len(prank)), label
+
+    return sorted(dict.fromkeys(modes), key=key)
 
 
 def order_backends(backends: Iterable[str]) -> list[str]:
@@ -357,8 +368,11 @@ MODE_LABELS = {"normal": "Normal", "mc_dropout": "MC dropout", "tta": "TTA", "no
 
 
 def mode_label(mode: str) -> str:
-    """Display name of a mode (``mc_dropout`` → ``MC dropout``); unknown modes as they are."""
-    return MODE_LABELS.get(mode, mode)
+    """Display name of a mode (``mc_dropout`` → ``MC dropout``; a profiled mode ``fusion@tuned on val`` →
+    ``Fusion (tuned on val)``); unknown modes as they are."""
+    base, label = split_profile(mode)
+    name = MODE_LABELS.get(base, base)
+    return f"{name} ({label})" if label else name
 
 
 def backend_label(backend: str) -> str:

@@ -87,7 +87,21 @@ class SamFamilyBackend(Backend):
         return F.interpolate(low_res.float(), size=out_hw, mode="bilinear", align_corners=False)[:, 0]
 
     def _mask_decoder(self, embedding: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """Single-mask low-res logits ``B 1 256 256`` for paired embeddings and prompts."""
+        """Single-mask low-res logits ``B 1 256 256`` for paired embeddings and prompts. ``B`` distinct
+        embeddings (a whole-model pass) are decoded one at a time, so a sample's decoder batch, and with
+        it its float rounding, never depends on the encoder batch (the decoder's GEMMs round differently
+        per batch shape: up to 2.2e-6 on a LiteMedSAM probability between encoder batch 1 and 3);
+        one shared (expanded) embedding takes all its prompts in one call."""
+        if embedding.shape[0] > 1 and embedding.stride(0) != 0:
+            parts = []
+            for i in range(embedding.shape[0]):
+                with sub_batch(slice(i, i + 1)):
+                    parts.append(self._decode_batch(embedding[i:i + 1], sparse[i:i + 1], dense[i:i + 1]))
+            return torch.cat(parts)
+        return self._decode_batch(embedding, sparse, dense)
+
+    def _decode_batch(self, embedding: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """The mask decoder on one embedding (or ``B`` expanded copies of one) and ``B`` prompts."""
         low_res, _ = self.model.mask_decoder(
             image_embeddings=embedding,
             image_pe=self.model.prompt_encoder.get_dense_pe(),

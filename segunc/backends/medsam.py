@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._sam_family import SamFamilyBackend
-from .base import BACKENDS, WeightsError, load_state_dict_file, minmax01, sub_batch
+from .base import BACKENDS, WeightsError, load_state_dict_file, minmax01
 
 
 @BACKENDS.register("medsam")
@@ -55,13 +55,7 @@ class MedSAMBackend(SamFamilyBackend):
         x = minmax01(x)
         return x.expand(-1, 3, -1, -1).contiguous() if flair3 else x.contiguous()
 
-    def _mask_decoder(self, embedding, sparse, dense):
+    def _decode_batch(self, embedding, sparse, dense):
         """segment_anything's pip decoder repeats every image embedding once per prompt, so B
-        embeddings with B prompts would become B x B: share one embedding, or pair one by one."""
-        if embedding.shape[0] == 1 or embedding.stride(0) == 0:  # one (possibly expanded) embedding
-            return super()._mask_decoder(embedding[:1], sparse, dense)
-        parts = []
-        for i in range(embedding.shape[0]):
-            with sub_batch(slice(i, i + 1)):
-                parts.append(super()._mask_decoder(embedding[i:i + 1], sparse[i:i + 1], dense[i:i + 1]))
-        return torch.cat(parts)
+        (expanded) copies with B prompts would become B x B: pass the one embedding."""
+        return super()._decode_batch(embedding[:1], sparse, dense)

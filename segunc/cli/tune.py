@@ -14,7 +14,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="choose temperature, fusion, threshold and CRF on val (writes tuned.json)")
     add_selection_args(p)
     add_store_args(p)
-    p.add_argument("--out", required=True, type=Path, help="tuned.json to write")
+    p.add_argument("--out", required=True, type=Path, help="tuned.json to write (the app's Run page lists "
+                   "<store>/tuned/*.json)")
     p.set_defaults(func=run)
     return p
 

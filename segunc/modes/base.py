@@ -49,6 +49,14 @@ def slice_generator(seed: int, slice_id: str, mode: str, device: torch.device | 
     return g
 
 
+#: prompts per mask-decoder call on one shared embedding (MC dropout with ``placement='decoder'``, box
+#: jitter), fixed whatever ``batch_size``: the decoder's batched GEMMs round differently per batch shape
+#: (LiteMedSAM: a sample moved by up to 6.3e-6 between batch 1 and 3 or 30), so the batch must not be the
+#: user's. 16 = the default ``--batch-size``, so results stored before keep their keys; one call per sample
+#: instead would cost 2.8x (LiteMedSAM, T = 30: 42 s vs 15 s per slice on a loaded 2-core CPU).
+DECODE_BATCH = 16
+
+
 def step(batch_size: int, backend) -> int:
     """Samples per full forward pass: the configured batch, capped by ``backend.max_batch()``."""
     cap = backend.max_batch()

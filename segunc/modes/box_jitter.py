@@ -1,13 +1,14 @@
 """``box_jitter``: prompt uncertainty for box-prompted models (MedSAM family). Each of the
 T samples perturbs every box coordinate by an integer offset drawn uniformly from
 [-N, N] pixels (default N = 10, T = 30). The image embedding is computed once per slice
-and reused by all T decoder passes.
+and reused by all T decoder passes, :data:`~.base.DECODE_BATCH` prompts per call whatever the
+batch size (the decoder rounds differently per batch shape).
 """
 from __future__ import annotations
 
 import torch
 
-from .base import MODES, Mode, SliceInput, chunks
+from .base import DECODE_BATCH, MODES, Mode, SliceInput, chunks
 
 
 def jitter_boxes(box: torch.Tensor, n: int, max_px: float, hw: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -34,4 +35,4 @@ class BoxJitter(Mode):
             return backend.logits(x.image, None).expand(self.samples, -1, -1)
         boxes = jitter_boxes(x.box, self.samples, self.extra["max_px"], x.hw, self.generator(backend, x))
         emb = backend.encode(x.image)
-        return torch.cat([backend.decode(emb, boxes[c], x.hw) for c in chunks(self.samples, self.batch_size)])
+        return torch.cat([backend.decode(emb, boxes[c], x.hw) for c in chunks(self.samples, DECODE_BATCH)])

@@ -10,7 +10,11 @@ ReLUs; for the MedSAM family ``placement='all'`` covers encoder + decoder and
 ``placement='decoder'`` only the prompt encoder and mask decoder (one encoder pass per
 slice). Hooks are removed on exit, so the model is unchanged for the next mode.
 
-All T samples of a slice go through the network as one batch (chunked). Sample i draws its
+All T samples of a slice go through the network in batches of ``batch_size`` (capped by the
+backend); with ``placement='decoder'`` the decoder takes :data:`~.base.DECODE_BATCH` prompts per
+call on the one embedding, whatever ``batch_size``, and distinct embeddings are decoded one at a
+time (``SamFamilyBackend``), so the float rounding of a sample never depends on the batch size
+(the TinyViT encoder is batch-invariant: bitwise equal at encoder batch 1 and 3). Sample i draws its
 masks from its own CPU generator (seeded by seed, slice, i), in a fixed logical order of
 the activation's coordinates — (N, H, W, C) for 4-D feature maps, row-major otherwise —
 whatever its memory format (NCHW or channels_last) or device. So a sample is the same
@@ -35,7 +39,7 @@ import torch
 from torch import nn
 
 from ..backends.base import current_sub_batch
-from .base import MODES, Mode, SliceInput, chunks, slice_generator, step
+from .base import DECODE_BATCH, MODES, Mode, SliceInput, chunks, slice_generator, step
 
 SITE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d,
@@ -171,7 +175,7 @@ class MCDropout(Mode):
                 if x.box is None:
                     return backend.logits(x.image, None).expand(self.samples, -1, -1)
                 emb = backend.encode(x.image)  # outside the scope: no dropout, one pass
-                for c in chunks(self.samples, self.batch_size):
+                for c in chunks(self.samples, DECODE_BATCH):  # never the user's batch size
                     rng.select(c)
                     out.append(backend.decode(emb, x.box.expand(c.stop - c.start, -1), x.hw))
             else:

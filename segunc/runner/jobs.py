@@ -39,7 +39,7 @@ from ..store.locks import FileLock, holder, is_locked
 
 __all__ = ["JobSpec", "submit_job", "job_status", "list_jobs", "cancel_job", "ensure_worker", "worker_alive", "worker_info",
            "estimate_cost", "job_lock", "worker_lock", "measured_timing", "record_timing", "record_mode_timing",
-           "stored_results", "DEFAULT_SECONDS"]
+           "stored_results", "tta_distinct_views", "DEFAULT_SECONDS"]
 
 
 # ------------------------------------------------------------------------------- spec
@@ -230,18 +230,6 @@ def cancel_job(store: ResultStore, job_id: str) -> None:
     job_table.request_cancel(store.con, job_id)
 
 
-def _held_per_mode(store: ResultStore, job_id: str, not_yet_processed: bool) -> dict[str, int]:
-    """mode → slices whose result is already linked to this job (from an earlier execution), optionally
-    only among slices the current execution has not reached yet."""
-    q = ("SELECT r.mode, COUNT(DISTINCT r.slice_id) FROM run_results rr JOIN results r ON r.key = rr.key "
-         "WHERE rr.run_id = ?")
-    args: tuple = (job_id,)
-    if not_yet_processed:
-        q += " AND r.slice_id NOT IN (SELECT slice_id FROM job_slices WHERE job_id = ?)"
-        args += (job_id,)
-    return {r[0]: int(r[1]) for r in store.con.execute(q + " GROUP BY r.mode", args)}
-
-
 def _eta(store: ResultStore, row, state: str) -> float | None:
     """Seconds left: per remaining slice, the (measured) cost of the modes it still lacks; results
     the job already holds are free. While running, the model is rescaled by this execution's own
@@ -263,7 +251,7 @@ def _eta(store: ResultStore, row, state: str) -> float | None:
     config = spec.pipeline_config()
     per_mode, modes = est["per_slice_mode"], spec.mode_list()
     overhead = est["seconds_per_forward"].get("slice_overhead", 0.0)
-    held = _held_per_mode(store, row["job_id"], not_yet_processed=running)
+    held = job_table.held_per_mode(store.con, row["job_id"], not_yet_processed=running)
     # slices that lack mode m pay for it (its dependencies counted once, with the mode that needs them most)
     lacking = {m: max(0, remaining - held.get(m, 0)) for m in modes}
     cost: dict[str, float] = {}
@@ -272,12 +260,11 @@ def _eta(store: ResultStore, row, state: str) -> float | None:
             cost[d] = max(cost.get(d, 0.0), lacking[m] * per_mode.get(d, 0.0))
     eta = sum(cost.values()) + overhead * max(lacking.values(), default=0)
     if running:
-        r = store.con.execute("SELECT SUM(seconds), COUNT(*) FROM job_slices WHERE job_id = ? AND computed > 0 "
-                              "AND state = 'done'", (row["job_id"],)).fetchone()
-        if r[1]:
+        total_s, n = job_table.done_slice_seconds(store.con, row["job_id"])
+        if n:
             model = est["seconds"]  # one slice, all modes: what those slices were expected to cost
             if model > 0:
-                eta *= min(4.0, max(0.25, float(r[0]) / r[1] / model))
+                eta *= min(4.0, max(0.25, float(total_s) / n / model))
     return eta
 
 
@@ -449,6 +436,22 @@ def _human(seconds: float, device: str) -> str:
     return f"about {amount} on {where}"
 
 
+def tta_distinct_views(config: PipelineConfig) -> int:
+    """Model passes of TTA on one slice: its views with distinct model inputs, each computed once
+    (:func:`segunc.modes.tta.distinct_views`). Every backend normalises each image (z-score or
+    min-max), so in the ``paper`` set the gains ≤ 1 give one input per flip × scale × rotation; a
+    gain > 1 clips the brightest pixels (LGG slices reach 255), so each is its own input (30 → 18;
+    measured 16 on a real val slice with the U-Net); the default set's gammas are all distinct."""
+    from ..config import tta_intensity_op
+
+    gains = [float(g) for g in config.tta_intensities]
+    if tta_intensity_op(config.tta_set) == "gain" and gains:
+        intensities = int(any(g <= 1.0 for g in gains)) + sum(g > 1.0 for g in gains)
+    else:
+        intensities = len(gains)
+    return len(config.tta_flips) * len(config.tta_scales) * len(config.tta_rotations) * intensities
+
+
 def mode_passes(mode: str, config: PipelineConfig, two_stage: bool, fixed_input: bool) -> tuple[int, float, int, int]:
     """(whole-model passes, their cost in native-size passes, encoder-only, decoder-only) for one slice."""
     T = config.samples
@@ -459,7 +462,7 @@ def mode_passes(mode: str, config: PipelineConfig, two_stage: bool, fixed_input:
     if mode == "noisy":
         return T, float(T), 0, 0
     if mode == "tta":  # a fully convolutional model pays for the scaled size: cost ∝ scale²
-        n = len(config.tta_flips) * len(config.tta_intensities) * len(config.tta_rotations)
+        n = tta_distinct_views(config) // max(1, len(config.tta_scales))
         cost = sum(n * (1.0 if fixed_input else s * s) for s in config.tta_scales)
         return n * len(config.tta_scales), cost, 0, 0
     if mode == "box_jitter":
@@ -512,9 +515,7 @@ def stored_results(store: ResultStore, spec: JobSpec, slice_ids: Sequence[str]) 
     backend_settings = _expected_backend_settings(spec)
     ok: dict[str, bool] = {}
     out: dict[str, set[str]] = {m: set() for m in modes}
-    q = (f"SELECT r.slice_id, r.mode, r.settings_id, r.has_samples, s.material FROM results r JOIN settings s "
-         f"ON s.settings_id = r.settings_id WHERE r.backend = ? AND r.mode IN ({', '.join('?' * len(modes))})")
-    for row in store.con.execute(q, (spec.backend, *modes)):
+    for row in store.result_settings(spec.backend, modes):
         if row["slice_id"] not in wanted or (config.keep_samples and not row["has_samples"]
                                              and row["mode"] not in POST_STEPS):  # post-processing has no samples
             continue
@@ -552,7 +553,8 @@ def estimate_cost(spec: JobSpec, seconds_per_forward: dict | None = None, store:
     held, todo, per_slice_mode, calibrated}``.
 
     Per slice, the modes and the modes they depend on (each once) cost: normal 1 pass,
-    mc_dropout / noisy T, tta 30 (U-Net: weighted by scale², the 2x views cost 4), box_jitter
+    mc_dropout / noisy T, tta its distinct views (:func:`tta_distinct_views`: 30, the paper set 18; U-Net:
+    weighted by scale², the 2x views cost 4), box_jitter
     1 encoder + T decoder passes (MedSAM family; also mc_dropout with placement 'decoder'),
     fusion / crf no model pass. Seconds per pass: ``seconds_per_forward`` (``{"forward": s,
     "encoder": s, "decoder": s}`` or ``{backend: s}``), else the ``calibration_timing`` of the store
@@ -625,12 +627,4 @@ def record_mode_timing(store: ResultStore, spec_or_backend, device: str, config:
         obs["slice_overhead"] = overhead
     if not obs:
         return
-    host = socket.gethostname()
-    with transaction(store.con) as con:
-        for stage, x in obs.items():
-            row = con.execute("SELECT seconds, n FROM calibration_timing WHERE backend = ? AND device = ? AND host = ? "
-                              "AND stage = ?", (backend, device, host, stage)).fetchone()
-            n = 0 if row is None else min(int(row["n"]), cap - 1)
-            value = float(x) if row is None else (row["seconds"] * n + float(x)) / (n + 1)
-            con.execute("INSERT OR REPLACE INTO calibration_timing (backend, device, host, stage, seconds, n, measured_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (backend, device, host, stage, value, n + 1, time.time()))
+    job_table.fold_timing(store.con, backend, device, socket.gethostname(), obs, cap)

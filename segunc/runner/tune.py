@@ -37,7 +37,8 @@ import numpy as np
 from ..config import PipelineConfig
 from ..refine.crf import CRFParams
 
-__all__ = ["TuneError", "tune", "apply_tuned", "load_tuned", "TEMPERATURES", "WEIGHTINGS", "THRESHOLDS",
+__all__ = ["TuneError", "tune", "apply_tuned", "load_tuned", "find_tuned", "tuned_label", "TUNED_FOLDER",
+           "TEMPERATURES", "WEIGHTINGS", "THRESHOLDS",
            "CRF_CANDIDATES", "DICE_TOL"]
 
 DICE_TOL = 0.002
@@ -204,6 +205,7 @@ def tune(store, spec, *, out: Path | str | None = None, refs: list | None = None
     chosen, table = _search(slices, base, log)
     doc = {
         "profile": "tuned on val",
+        "tuned_at": time.time(),
         "objective": f"temperature: min mean NLL of the fused map; weighting, threshold, crf: max mean Dice, "
                      f"candidates within {DICE_TOL} of the best tied, lowest mean NLL wins; steps in order "
                      "temperature → weighting → threshold → crf, each given the earlier choices",
@@ -257,6 +259,34 @@ def apply_tuned(config: PipelineConfig, doc: dict, backend: str | None = None, w
         raise ValueError(f"{source}: invalid tuned settings ({exc})") from None
 
 
+#: the store's subfolder the app looks in for tuned profiles (``tune --out <store>/tuned/NAME.json``)
+TUNED_FOLDER = "tuned"
+
+
+def tuned_label(path: Path | str) -> str:
+    """The run's profile label for settings from ``path``: ``tuned on val (<file name>)``."""
+    return f"tuned on val ({Path(path).name})"
+
+
+def find_tuned(store_root: Path | str) -> list[dict]:
+    """The tuned profiles the app offers: ``*.json`` in ``<store>/tuned/`` and ``tuned*.json`` in the store
+    folder and beside it, each ``{path, doc, tuned_at}`` (``tuned_at``: the file's ``tuned_at``, else its
+    modification time), newest first. Files that are not a tuned.json are left out."""
+    root = Path(store_root)
+    paths = [*sorted((root / TUNED_FOLDER).glob("*.json")), *sorted(root.glob("tuned*.json")),
+             *sorted(root.parent.glob("tuned*.json"))]
+    out = []
+    for path in dict.fromkeys(p.resolve() for p in paths if p.is_file()):
+        try:
+            doc = load_tuned(path)
+        except ValueError:
+            continue
+        when = doc.get("tuned_at")
+        out.append({"path": path, "doc": doc,
+                    "tuned_at": float(when) if isinstance(when, (int, float)) else path.stat().st_mtime})
+    return sorted(out, key=lambda e: -e["tuned_at"])
+
+
 # ------------------------------------------------------------------ command-line glue (thin)
 def _tuned_doc(args) -> dict | None:
     path = getattr(args, "tuned", None)
@@ -299,5 +329,5 @@ def profile_name(args) -> str | None:
     if getattr(args, "preset", None):
         parts.append(f"preset:{args.preset}")
     if getattr(args, "tuned", None) is not None:
-        parts.append(f"tuned on val ({Path(args.tuned).name})")
+        parts.append(tuned_label(args.tuned))
     return " + ".join(parts) or None

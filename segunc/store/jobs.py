@@ -13,7 +13,7 @@ from .db import transaction
 
 __all__ = ["add_job", "requeue_job", "request_cancel", "job_row", "job_state", "job_spec_json", "job_ids",
            "job_errors", "delete_empty_jobs", "mean_slice_seconds", "set_job", "clear_job_slices", "record_job_slice", "runnable_jobs",
-           "put_timing", "timing_rows"]
+           "put_timing", "timing_rows", "fold_timing", "held_per_mode", "done_slice_seconds"]
 
 
 def add_job(con: sqlite3.Connection, job_id: str, spec_json: str, device: str, total: int, now: float) -> None:
@@ -110,6 +110,39 @@ def put_timing(con: sqlite3.Connection, backend: str, device: str, host: str, st
         for stage, sec in stages.items():
             c.execute("INSERT OR REPLACE INTO calibration_timing (backend, device, host, stage, seconds, n, measured_at) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (backend, device, host, stage, float(sec), n, time.time()))
+
+
+def fold_timing(con: sqlite3.Connection, backend: str, device: str, host: str, observations: dict[str, float],
+                cap: int = 50) -> None:
+    """Fold one observation per stage into its running mean over at most ``cap`` observations
+    (``n`` counts them), in one transaction."""
+    with transaction(con) as c:
+        for stage, x in observations.items():
+            row = c.execute("SELECT seconds, n FROM calibration_timing WHERE backend = ? AND device = ? AND host = ? "
+                            "AND stage = ?", (backend, device, host, stage)).fetchone()
+            n = 0 if row is None else min(int(row["n"]), cap - 1)
+            value = float(x) if row is None else (row["seconds"] * n + float(x)) / (n + 1)
+            c.execute("INSERT OR REPLACE INTO calibration_timing (backend, device, host, stage, seconds, n, measured_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)", (backend, device, host, stage, value, n + 1, time.time()))
+
+
+def held_per_mode(con: sqlite3.Connection, job_id: str, not_yet_processed: bool = False) -> dict[str, int]:
+    """mode → slices whose result is linked to the job; with ``not_yet_processed`` only slices without a
+    ``job_slices`` row (the current execution has not reached them)."""
+    q = ("SELECT r.mode, COUNT(DISTINCT r.slice_id) FROM run_results rr JOIN results r ON r.key = rr.key "
+         "WHERE rr.run_id = ?")
+    args: tuple = (job_id,)
+    if not_yet_processed:
+        q += " AND r.slice_id NOT IN (SELECT slice_id FROM job_slices WHERE job_id = ?)"
+        args += (job_id,)
+    return {r[0]: int(r[1]) for r in con.execute(q + " GROUP BY r.mode", args)}
+
+
+def done_slice_seconds(con: sqlite3.Connection, job_id: str) -> tuple[float | None, int]:
+    """Total seconds and count of the job's finished slices that computed something."""
+    r = con.execute("SELECT SUM(seconds), COUNT(*) FROM job_slices WHERE job_id = ? AND computed > 0 "
+                    "AND state = 'done'", (job_id,)).fetchone()
+    return r[0], r[1]
 
 
 def timing_rows(con: sqlite3.Connection, backend: str, device: str) -> Iterable[sqlite3.Row]:

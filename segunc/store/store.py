@@ -323,6 +323,16 @@ class ResultStore:
             df[c] = df[c].astype("int64")
         return df
 
+    def result_settings(self, backend: str, modes: Sequence[str]) -> list[sqlite3.Row]:
+        """``(slice_id, mode, settings_id, has_samples, material)`` of every stored result of ``backend`` in
+        ``modes`` (``material``: the settings' key material, JSON)."""
+        modes = list(modes)
+        if not modes:
+            return []
+        q = (f"SELECT r.slice_id, r.mode, r.settings_id, r.has_samples, s.material FROM results r JOIN settings s "
+             f"ON s.settings_id = r.settings_id WHERE r.backend = ? AND r.mode IN ({', '.join('?' * len(modes))})")
+        return self.con.execute(q, (backend, *modes)).fetchall()
+
     def runs(self) -> pd.DataFrame:
         """Recorded sweeps: run_id, backend, modes (comma list), settings_json, weights_sha256, n_slices, created_at."""
         df = pd.read_sql_query("SELECT run_id, backend, modes, settings_json, weights_sha256, n_slices, created_at "
