@@ -173,7 +173,7 @@ TABS = ["Error detection", "Review queue", "Aleatoric vs epistemic", "Tumour-fre
 
 
 def test_review_page_every_tab(app_env, app_store, lgg_root):
-    from segunc.analysis import stored_error_stats
+    from segunc.analysis import applicable_rows, stored_error_stats
     from segunc.store import ResultStore
 
     store = ResultStore(app_store)
@@ -184,8 +184,8 @@ def test_review_page_every_tab(app_env, app_store, lgg_root):
         assert [t.value for t in at.title] == ["Review & errors"]
         if tab == "Error detection":
             shown = at.dataframe[0].value
-            ref = stored_error_stats(store, df["key"].tolist(), lgg_root).pooled(df)
-            assert len(shown) == len(ref) == 2 * len(MODES) * 3
+            ref = applicable_rows(stored_error_stats(store, df["key"].tolist(), lgg_root).pooled(df), "map")
+            assert len(shown) == len(ref) == 2 * (len(MODES) * 3 - 2)  # Normal has no variance / MI to score
             np.testing.assert_allclose(np.sort(shown["pooled_auroc"].to_numpy(float)),
                                        np.sort(ref["pooled_auroc"].to_numpy(float)))
             assert len(at.get("plotly_chart")) == 1  # risk–coverage
