@@ -66,8 +66,7 @@ def test_demo_from_a_snapshot_without_data(demo_server, browser, tmp_path):  # n
     main = page.inner_text('[data-testid="stMain"]')
     assert "What these results hold" in main  # the demo opens on the Overview, not the Set-up page
     assert "U-Net" in main and "MC dropout" in main
-    table = page.inner_text('[data-testid="stMain"] [data-testid="stDataFrame"]') if page.query_selector(
-        '[data-testid="stMain"] [data-testid="stDataFrame"]') else ""
+    table = page.inner_text('[data-testid="stMain"] [data-testid="stTable"]')  # the settings the runs used
     assert f"samples T = {SAMPLES}" in main, "the settings the runs used (T) are not shown"
     assert "T = 30" not in main and "T = 30" not in table
     assert len(page.query_selector_all('[data-testid="stMain"] [data-testid="stImage"] img')) >= 2
@@ -102,6 +101,8 @@ def test_demo_chart_downloads_as_vector(demo_server, browser, fmt, magic):  # no
     ctx = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
     page = ctx.new_page()
     page.goto(demo_server.url)
+    wait_idle(page)
+    page.get_by_role("tab", name="Dice at a glance").click()  # drawn only when opened
     wait_idle(page)
     button = page.locator('[data-testid="stDownloadButton"] button', has_text=fmt).first
     button.scroll_into_view_if_needed()
