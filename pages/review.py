@@ -98,6 +98,9 @@ def review_selection() -> tuple[pd.DataFrame, pd.DataFrame, StoredErrors | None,
         errs = _error_stats(str(root), store_version(root), str(settings.app_data_dir()), tuple(base["key"]))
     except Exception as exc:  # noqa: BLE001 - no masks: the slice-level analyses still work
         return sel, base, None, explain(exc)
+    if errs.frame.empty and errs.missing:  # nothing could be scored (no masks anywhere): as if none were asked
+        return sel, base, None, (f"None of the {len(errs.missing)} results could be scored against its mask (data "
+                                 f"folder `{settings.app_data_dir()}`; e.g. {next(iter(errs.missing.values()))}).")
     return errs.join(sel), errs.join(base), errs, ""
 
 
@@ -175,7 +178,11 @@ def risk_coverage(sel: pd.DataFrame, scores: list[str]) -> None:
     st.plotly_chart(rc_fig, width="stretch", key="rv_rc_fig", config={"displaylogo": False})
     chart_downloads(rc_fig, name="segunc_risk_coverage", key="rv_rc_fig_dl")
     rc = risk_coverage_table(sel, [score])
-    st.dataframe(_shown(rc).drop(columns=["score"]), hide_index=True, width="stretch", key="rv_rc_table",
+    if rc.empty:
+        st.info("No slice of this selection has this score (its maps could not be read); pick another.",
+                icon=":material/info:")
+        return
+    st.dataframe(_shown(rc).drop(columns=["score"], errors="ignore"), hide_index=True, width="stretch", key="rv_rc_table",
                  height=min(38 + 35 * len(rc), 560), column_config={
                      "aurc": st.column_config.NumberColumn("AURC", format="%.4f"),
                      "oracle_aurc": st.column_config.NumberColumn("oracle AURC", format="%.4f"),

@@ -145,6 +145,8 @@ def tta_intensity_op(tta_set: str) -> str:
 
 
 _TUPLES = ("tta_flips", "tta_scales", "tta_intensities", "tta_rotations")
+#: fields added after job ids were first hashed → their default (left out of ``to_dict`` there)
+_LATER_DEFAULTS = {"tta_rotations": (0,), "noise_scale": "range"}
 
 
 @dataclass(frozen=True)
@@ -176,9 +178,14 @@ class PipelineConfig:
             object.__setattr__(self, k, tuple(getattr(self, k)))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples stay tuples; ``json`` writes them as lists)."""
+        """Plain nested dict (tuples stay tuples; ``json`` writes them as lists). Fields added after
+        job ids were first hashed (:data:`_LATER_DEFAULTS`) are left out at their default, so a sweep
+        specified before they existed keeps its job id; :meth:`from_dict` restores them."""
         d = asdict(self)
         d["fusion"] = self.fusion.to_dict()
+        for name, default in _LATER_DEFAULTS.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod

@@ -19,6 +19,7 @@ VARIANTS = [
                                        threshold_params={"q": 90.0}),
                    crf=CRFParams(sdims=3.0, iterations=10)),
     PipelineConfig(fusion=FusionConfig(sources=("tta", "noisy"), threshold="mean_std", threshold_params=(("k", 0.5),))),
+    PipelineConfig(tta_rotations=(0, 1, 2, 3), tta_scales=(1.0,), noise_scale="unit"),
 ]
 
 
@@ -36,7 +37,10 @@ def test_to_dict_is_the_plain_dataclass_dict_with_threshold_params_as_a_dict():
     d = c.to_dict()
     assert d["fusion"]["threshold_params"] == {"q": 90.0}
     assert d["crf"] == dataclasses.asdict(c.crf) and d["crf"] == c.crf.to_dict() == c.crf.as_dict()
-    assert {k for k in d} == {f.name for f in dataclasses.fields(PipelineConfig)}
+    later = {"tta_rotations", "noise_scale"}  # left out at their defaults: job ids hashed before they existed
+    assert {k for k in d} == {f.name for f in dataclasses.fields(PipelineConfig)} - later
+    full = PipelineConfig(tta_rotations=(0, 1), noise_scale="unit").to_dict()
+    assert {k for k in full} == {f.name for f in dataclasses.fields(PipelineConfig)}
     assert c.fusion.params()["threshold_params"] == {"q": 90.0} and "sources" not in c.fusion.params()
     assert "sample_mode" not in PipelineConfig().fusion.params()
 

@@ -227,7 +227,12 @@ def test_review_page_on_an_empty_store(tmp_path, app_env, monkeypatch):
     assert any("store is empty" in i.value for i in at.info)
 
 
-def test_review_page_without_masks_keeps_the_slice_analyses(tmp_path, app_env, monkeypatch):
+def test_review_page_without_masks_keeps_the_slice_analyses(tmp_path, app_env, app_store, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "store"  # the store without its cached analyses: nothing to score the maps against
+    shutil.copytree(app_store, copy, ignore=shutil.ignore_patterns("analysis", "locks"))
+    monkeypatch.setenv("SEGUNC_CACHE", str(copy))
     monkeypatch.setenv("SEGUNC_DATA", str(tmp_path / "no_such_folder"))
     at = open_page("review")
     assert not at.exception and not at.error
