@@ -128,17 +128,22 @@ def _write_cache(path: Path, scal: Mapping[str, float], hists: Mapping[str, tupl
         np.savez_compressed(buf, names=np.array(SCALARS), maps=np.array(UNCERTAINTY_MAPS),
                             scalars=np.array([scal[n] for n in SCALARS], dtype=np.float64),
                             hists=np.stack([np.stack(hists[m]) for m in UNCERTAINTY_MAPS]).astype(np.int32))
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _replace(path, buf.getvalue())
     except OSError as exc:  # read-only store: go on uncached; a full disk: the one clear error
         from ..fsutil import disk_full_error, is_disk_full
 
         if is_disk_full(exc):
             raise disk_full_error(f"analysis cache {path.parent}", exc) from exc
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file beside it, then ``os.replace``)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _bundle_path(root: Path | str) -> Path:
@@ -164,12 +169,7 @@ def write_bundle(store, errors: StoredErrors) -> int:
     path = _bundle_path(store.root)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _replace(path, buf.getvalue())
     except OSError:
         return 0
     return len(keys)
