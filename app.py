@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -39,14 +40,47 @@ def _favicon():
     return Image.fromarray(rgba, "RGBA")
 
 
-#: what the other pages' first view loads: PyTorch and the models' code (Set-up, Run), then scipy's statistics
-#: and image filters (Review, Compare's contours)
-WARM_UP = ("torch", "segunc.backends", "segunc.pipeline", "segunc.runner.quick", "scipy.stats", "scipy.ndimage",
-           "segunc.analysis.errors", "segunc.analysis.review")
+#: what the other pages' first view loads: scipy's statistics and image filters (Review, Compare's contours),
+#: then PyTorch and the pipeline's code (Run, Your image). Set-up lists the backends without PyTorch.
+WARM_UP = ("scipy.stats", "scipy.ndimage", "segunc.analysis.errors", "segunc.analysis.review", "torch",
+           "segunc.pipeline")
+#: seconds without a page run before the warm-up imports the next module: a page's images and charts
+#: are fetched after its script ends, and an import holds the interpreter while they are served
+IDLE_S = 1.5
 
 
-def _import_all(names=WARM_UP) -> None:
+class _Activity:
+    """Page runs in progress and when the last one ended (one per server, shared by the sessions)."""
+
+    def __init__(self):
+        self.running = 0
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        with self.lock:
+            self.running += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.running -= 1
+            self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self.lock:
+            return 0.0 if self.running else time.monotonic() - self.last
+
+
+@st.cache_resource(show_spinner=False)
+def _activity() -> _Activity:
+    return _Activity()
+
+
+def _import_all(activity: _Activity, names=WARM_UP) -> None:
     for name in names:
+        while activity.idle_for() < IDLE_S:  # never compete with a page being shown
+            time.sleep(0.2)
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a page that needs it says what is wrong
@@ -55,10 +89,11 @@ def _import_all(names=WARM_UP) -> None:
 
 @st.cache_resource(show_spinner=False)
 def _warm_up() -> threading.Thread:
-    """Once per server, after the first page ran: load in the background what the other pages import,
-    so that their first visit does not wait for it (a page that needs a module still loading waits for
-    that import only; Python's import locks make the two one import)."""
-    thread = threading.Thread(target=_import_all, name="segunc-warm-up", daemon=True)
+    """Once per server: load in the background what the other pages import, one module at a time
+    whenever no page has run for :data:`IDLE_S` seconds, so that a later first visit does not wait for it
+    (a page that needs a module still loading waits for that import only; Python's import locks make
+    the two one import)."""
+    thread = threading.Thread(target=_import_all, args=(_activity(),), name="segunc-warm-up", daemon=True)
     thread.start()
     return thread
 
@@ -99,5 +134,6 @@ hide = hidden_pages(who)  # a viewer gets no Run / upload page (and those pages 
 pages = {section: [p for p in group if p.url_path not in hide] for section, group in pages.items()}
 page = st.navigation(pages)
 account_menu(who)  # signed-in user and Log out, in the sidebar
-page.run()
+with _activity():
+    page.run()
 _warm_up()

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["STOCHASTIC_SOURCES", "PLACEMENTS", "FUSION_SOURCES", "UNCERTAINTIES", "FUSION_WEIGHTINGS",
+__all__ = ["STOCHASTIC_SOURCES", "DEFAULT_MODES", "PLACEMENTS", "FUSION_SOURCES", "UNCERTAINTIES", "FUSION_WEIGHTINGS",
            "FUSION_THRESHOLDS", "CRFParams", "FusionConfig", "PipelineConfig", "defaults_table"]
 
 STOCHASTIC_SOURCES = ("mc_dropout", "tta", "noisy")
+#: the paper's six modes, in its order: what a sweep runs when no mode is named
+DEFAULT_MODES = ("normal", "mc_dropout", "tta", "noisy", "fusion", "crf")
 # the values a setting may take (CLI choices, app widgets)
 PLACEMENTS = ("all", "decoder")
 FUSION_SOURCES = ("modes", "samples")

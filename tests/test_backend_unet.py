@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from segunc.backends import BACKENDS, WeightsError
-from segunc.backends.unet import UNet, standardize
+from segunc.backends.unet import standardize
+from segunc.backends.unet_net import UNet
 from segunc.data import load_slice, select, tumour_only
 
 pytestmark = pytest.mark.integration

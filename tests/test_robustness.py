@@ -145,7 +145,7 @@ def not_lgg_folder(c: Ctx):
 def unet16_weights(c: Ctx):
     import torch
 
-    from segunc.backends.unet import UNet
+    from segunc.backends.unet_net import UNet
 
     c.bad = c.tmp / "unet.pt"
     torch.save(UNet(3, 1, 16).state_dict(), c.bad)  # same keys, half the channels

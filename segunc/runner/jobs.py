@@ -29,13 +29,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import PipelineConfig
+from ..config import DEFAULT_MODES, PipelineConfig
 from .. import settings
 from ..store import ResultStore, canonical_json
 from ..store import jobs as job_table
 from ..store.db import transaction
 from ..store.keys import sha256_hex
 from ..store.locks import FileLock, holder, is_locked
+from .selection import check_limit
 
 __all__ = ["JobSpec", "submit_job", "job_status", "list_jobs", "cancel_job", "ensure_worker", "worker_alive", "worker_info",
            "estimate_cost", "job_lock", "worker_lock", "measured_timing", "record_timing", "record_mode_timing",
@@ -80,10 +81,11 @@ class JobSpec:
     profile: str | None = None  # e.g. "tuned on val (tuned.json)", "preset:paper": a label; the config holds the settings
 
     def __post_init__(self):
-        from .sweep import check_limit, parse_modes
-
         check_limit(self.limit)
-        if self.modes is not None:
+        paper_modes = isinstance(self.modes, (list, tuple)) and self.modes and set(self.modes) <= set(DEFAULT_MODES)
+        if self.modes is not None and not paper_modes:  # the paper's six are known without importing the modes
+            from .sweep import parse_modes
+
             parse_modes(self.modes)  # "" or an unknown mode: an error here, not a default sweep
 
     def check_weights(self) -> str:

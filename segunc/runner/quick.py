@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from ..config import PipelineConfig
+from ..config import DEFAULT_MODES, PipelineConfig
 from .jobs import JobSpec
-from .sweep import DEFAULT_MODES
 
 __all__ = ["QUICK_BACKENDS", "QUICK_SAMPLES", "QUICK_SLICES", "QUICK_SPLIT", "QUICK_TTA", "quick_demo_specs"]
 

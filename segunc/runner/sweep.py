@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from ..backends import Backend, get_backend
-from ..config import PipelineConfig
-from ..data.lgg import Slice, SliceError, SliceRef, discover, load_slice, select, tumour_only
+from ..config import DEFAULT_MODES, PipelineConfig
+from ..data.lgg import Slice, SliceError, SliceRef, load_slice
 from ..pipeline import ModeResult, all_mode_names, evaluate_slice
-
-DEFAULT_MODES = ("normal", "mc_dropout", "tta", "noisy", "fusion", "crf")
-
+from .selection import check_limit, select_slices  # noqa: F401 - part of this module's interface
 
 @dataclass
 class SliceOutcome:
@@ -48,29 +46,6 @@ def parse_modes(spec: str | Sequence[str] | None, backend: Backend | None = None
     if backend is not None and not backend.needs_box and "box_jitter" in modes:
         raise ValueError(f"mode 'box_jitter' needs a box-prompted backend; '{backend.name}' takes no box")
     return modes
-
-
-def check_limit(limit) -> int | None:
-    """``limit`` if it is None or a positive whole number of slices, else ValueError."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive number of slices (or none for all), not {limit!r}")
-    return limit
-
-
-def select_slices(data: Path | str, split: str = "val", all_slices: bool = False, limit: int | None = None,
-                  patients: Sequence[str] | None = None, spread: bool = False) -> list[SliceRef]:
-    """The sweep's slices: split filter, tumour-only unless ``all_slices``, then ``limit`` of them —
-    the first ones, or with ``spread`` evenly spaced over the whole (patient-sorted) selection."""
-    check_limit(limit)
-    refs = select(discover(data), split, patients)
-    if not all_slices:
-        refs = tumour_only(refs)
-    if not limit or limit >= len(refs):
-        return refs
-    if spread:
-        step = len(refs) / limit
-        return [refs[int(i * step + step / 2)] for i in range(limit)]
-    return refs[:limit]
 
 
 def build_backend(name: str, weights: Path | str | None = None, device: str = "cpu", support_data: Path | str | None = None,
