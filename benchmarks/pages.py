@@ -1,6 +1,7 @@
 """Page-readiness benchmark (a measurement, not a test): start the app on a given store in a real
-headless Chromium and record, per page, the seconds from the request until it is ready (page loaded, script run over, images
-decoded, plotly charts drawn, no skeleton), on the first visit (cold) and on a second visit (warm).
+headless Chromium and record, per page and per tab (a tab is drawn only when opened), the seconds from the
+request or the click until it is ready (page loaded, script run over, images decoded, plotly charts drawn,
+no skeleton), on the first visit (cold) and on a second visit (warm).
 Pages are visited in the order given, the landing page first (Overview in demo mode, Set-up otherwise),
 as a visitor would: a page's first visit pays for what no page before it needed.
 
@@ -32,6 +33,10 @@ if str(ROOT) not in sys.path:  # segunc and the browser tests' helpers, run as a
 #: page name → its URL path; the landing page (Overview in demo mode, Set-up otherwise) is at "" (see app.py)
 PAGES = {"overview": "overview", "home": "home", "dataset": "dataset", "run": "run", "compare": "compare",
          "metrics": "metrics", "calibration": "calibration", "review": "review", "upload": "upload"}
+#: the tabs after the first of each page: each is drawn only when opened, so its first opening is measured too
+TABS = {"overview": ["Dice at a glance"], "metrics": ["Summary table", "Significance tests"],
+        "calibration": ["NLL, ECE and Brier"],
+        "review": ["Review queue", "Aleatoric vs epistemic", "Tumour-free & cost"]}
 #: pages a demo (read-only viewer) does not get (app.py hides them)
 DEMO_HIDDEN = ("upload",)
 VIEWPORT = {"width": 1600, "height": 1000}
@@ -99,7 +104,8 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure(url: str, pages: list[str], repeat: int, demo: bool = False, pause: float = 0.0) -> list[dict]:
+def measure(url: str, pages: list[str], repeat: int, demo: bool = False, pause: float = 0.0,
+            tabs: bool = True) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -121,7 +127,36 @@ def measure(url: str, pages: list[str], repeat: int, demo: bool = False, pause: 
                          "warm_s": round(min(warm), 2) if warm else float("nan"), "load": load(),
                          "problems": "; ".join(problems(page))})
             print(f"{name}: cold {times[0]:.2f} s, warm {rows[-1]['warm_s']} s", file=sys.stderr, flush=True)
+            if tabs:
+                rows += measure_tabs(page, name, repeat)
         browser.close()
+    return rows
+
+
+def measure_tabs(page, name: str, repeat: int) -> list[dict]:
+    """Per tab of :data:`TABS` on the open page ``name``: seconds from the click until ready, on the
+    first opening (cold) and on opening it again after the first tab (warm)."""
+    rows = []
+    tab_list = page.get_by_role("tab")
+    first = tab_list.first.inner_text().strip() if tab_list.count() else None
+    for label in TABS.get(name, []):
+        tab = page.get_by_role("tab", name=label, exact=True)
+        if not tab.count():
+            rows.append({"page": f"{name} › {label}", "cold_s": float("nan"), "warm_s": float("nan"), "load": load(),
+                         "problems": "tab not found"})
+            continue
+        times = []
+        for i in range(1 + repeat):
+            if i and first:
+                page.get_by_role("tab", name=first, exact=True).click()
+                wait_ready(page)
+            t0 = time.perf_counter()
+            tab.click()
+            times.append(time.perf_counter() - t0 + wait_ready(page))
+        rows.append({"page": f"{name} › {label}", "cold_s": round(times[0], 2),
+                     "warm_s": round(min(times[1:]), 2) if repeat else float("nan"), "load": load(),
+                     "problems": "; ".join(problems(page))})
+        print(f"{name} › {label}: cold {times[0]:.2f} s", file=sys.stderr, flush=True)
     return rows
 
 
@@ -149,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="warm visits per page after the cold one")
     ap.add_argument("--pause", type=float, default=0.0,
                     help="seconds between pages, as a visitor reading each one (default 0: back to back)")
+    ap.add_argument("--no-tabs", action="store_true", help="measure each page's first tab only (default: every tab)")
     ap.add_argument("--out", type=Path, help="also write the table as CSV")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="segunc-bench-pages-"))
@@ -178,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter() - t0
     try:
         before = load()
-        rows = measure(url, pages, args.repeat, demo, args.pause)
+        rows = measure(url, pages, args.repeat, demo, args.pause, tabs=not args.no_tabs)
     finally:
         proc.terminate()
         try:

@@ -7,6 +7,7 @@ cost beside quality. The numbers come from :mod:`segunc.analysis`; this page onl
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -142,17 +143,19 @@ def slice_correlation(sel: pd.DataFrame, scores: list[str]) -> None:
     """Spearman ρ between each slice score and 1 − Dice."""
     st.subheader("Are the uncertain slices the bad ones?", divider="gray")
     rho = applicable_rows(spearman_table(sel, scores), "score")
-    wide = rho.pivot_table(index=["backend", "mode"], columns="score", values="rho", sort=False)
-    wide = wide.reindex(columns=scores).rename(columns=SCORE_LABELS).reset_index()
+    # text cells: "n/a" where the score does not apply to the mode (Normal's variance / MI), "–" where ρ is undefined
+    cells = rho.assign(cell=[f"{r:+.3f}" if np.isfinite(r) else "–" for r in rho["rho"]])
+    wide = cells.pivot_table(index=["backend", "mode"], columns="score", values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=scores).fillna("n/a").rename(columns=SCORE_LABELS).reset_index()
     st.dataframe(_shown(wide), hide_index=True, width="stretch", height=min(38 + 35 * len(wide), 460), key="rv_rho",
-                 column_config={SCORE_LABELS.get(s, s): st.column_config.NumberColumn(format="%+.3f") for s in scores})
+                 column_config={SCORE_LABELS.get(s, s): st.column_config.TextColumn(width="small") for s in scores})
     finite = rho["rho"].dropna()
     typical = float(finite.median()) if len(finite) else None
     st.caption(stats.spearman_sign_note(typical, "a slice's mean uncertainty")
                + (" (ρ quoted: the median over the rows shown.)" if typical is not None else "")
-               + " Empty where the score is constant or there are fewer than 3 slices"
-               + (" or, for Normal (one deterministic pass), where it is a variance or mutual information"
-                  if (sel["mode"] == "normal").any() else "") + "; p-values and n are in the CSV.")
+               + " – where the score is constant or there are fewer than 3 slices"
+               + ("; n/a for Normal (one deterministic pass) with a variance or mutual information"
+                  if (sel["mode"] == "normal").any() else "") + ". p-values and n are in the CSV.")
     if len(finite) and (finite < 0).all():
         st.warning("ρ is negative in every row: on these slices, higher uncertainty goes with *better* "
                    "segmentations, so these scores cannot rank slices for review.", icon=":material/info:")

@@ -71,6 +71,9 @@ def test_report_on_the_fixture_store(app_store, lgg_root, tmp_path, capsys):
     assert fmt_num(med, 3) in html
     assert "only 1 val patient(s)" in html  # the fixture's three slices come from one patient: in-sample queue
     assert "AUROC (pooled)" in html and "Spearman" in html and "AURC" in html
+    # Normal's variance / MI (zero by construction) are not scored as error detectors, and read n/a in the ρ table
+    assert not re.search(r"\|\s*Normal\s*\|\s*(variance|MI)\s*\|", md) and re.search(r"\|\s*Normal\s*\|\s*entropy\s*\|", md)
+    assert "n/a" in md
 
 
 def test_report_without_results_exits_2(app_store, tmp_path, capsys):
@@ -191,6 +194,10 @@ def test_review_page_every_tab(app_env, app_store, lgg_root):
             assert len(at.get("plotly_chart")) == 1  # risk–coverage
             rho = at.dataframe[1].value
             assert len(rho) == 2 * len(MODES) and "entropy · mask + 5 px" in rho.columns
+            var_cols = [c for c in rho.columns if c.startswith(("variance", "mutual information"))]
+            normal = rho[rho["mode"] == "Normal"]
+            assert var_cols and len(normal) == 2 and (normal[var_cols] == "n/a").all().all()  # not "None"
+            assert not rho.isna().any().any() and (rho[rho["mode"] != "Normal"][var_cols] != "n/a").all().all()
         elif tab == "Review queue":
             queue = at.dataframe[0].value
             assert len(queue) == N_SLICES and queue["rank"].tolist() == [1, 2, 3]

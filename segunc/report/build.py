@@ -25,6 +25,7 @@ from .. import settings
 from ..analysis import stats
 from ..analysis import (BAD_DICE, UNCERTAINTY_MAPS, cost_quality, decomposition_summary, review_outcome,
                         risk_coverage_table, slice_scores, spearman_table, stored_error_stats, tumour_free_summary)
+from ..analysis.applicable import applicable_rows
 from ..analysis.reliability import calibration_table
 from ..metrics import METRIC_NAMES
 from ..viz import mode_label
@@ -213,7 +214,7 @@ def _errors_section(doc: Document, b: str, d: pd.DataFrame, errs, opts: ReportOp
     if errs is None:
         doc.add(Text("Pixel-level error detection needs the ground-truth masks; " + opts.data_note, "warn"))
     else:
-        pooled = errs.pooled(d)
+        pooled = applicable_rows(errs.pooled(d), "map")  # not Normal's variance / MI: zero by construction
         if pooled.empty:
             doc.add(Text("No error statistics could be computed for these results.", "warn"))
         else:
@@ -231,17 +232,18 @@ def _errors_section(doc: Document, b: str, d: pd.DataFrame, errs, opts: ReportOp
                           "(1000 log-spaced bins), per-slice medians, and the median Dice between the Otsu-thresholded "
                           "map and the error map. A random detector scores AUROC 0.5 and AUPRC = the error rate."))
     scores = slice_scores(d.columns)
-    rho = spearman_table(d, scores)
+    rho = applicable_rows(spearman_table(d, scores), "score")
     wide = rho.assign(cell=[f"{fmt_num(r, 3)}\n(p {fmt_p(p)})" if np.isfinite(r) else "–" for r, p in zip(rho["rho"], rho["p"])])
     modes = stats.order_modes(d["mode"])
     wide = wide.pivot_table(index="score", columns="mode", values="cell", aggfunc="first", sort=False)
-    wide = wide.reindex(index=scores, columns=modes).fillna("–")
+    wide = wide.reindex(index=scores, columns=modes).fillna("n/a")
     wide.columns = [mode_label(m) for m in wide.columns]
     wide.index = [_lbl(sc) for sc in wide.index]
     doc.add(Table(wide.reset_index(names="slice score"),
                   f"Spearman ρ (p) between a slice's mean uncertainty and 1 − Dice over {d['slice_id'].nunique()} "
-                  "slice(s): ρ > 0 means more uncertain slices are worse; – where the score is constant (e.g. no "
-                  "spread in a single pass) or there are fewer than 3 slices."))
+                  "slice(s): ρ > 0 means more uncertain slices are worse; – where the score is constant or there are "
+                  "fewer than 3 slices; n/a where it does not apply (a single pass has no variance or mutual "
+                  "information)."))
     score = opts.score if opts.score in d.columns else "mean_entropy"
     doc.add(Image(f"{b}_risk_coverage.png", figures.risk_coverage_curves(d, score),
                   f"{b}: risk–coverage when the slices most uncertain by {_lbl(score)} are referred to a human."))
