@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 app: $(STAMP)
-	$(PY) -m streamlit run app.py
+	$(PY) app.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests

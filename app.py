@@ -1,6 +1,6 @@
 """segunc: pixel-wise uncertainty for pretrained medical segmentation models — the app.
 
-    streamlit run app.py        (or: make app)
+    python app.py [streamlit options]       (what `make app` runs; `streamlit run app.py` works too)
 
 Data from ``$SEGUNC_DATA`` (default data/lgg/kaggle_3m), weights from ``$SEGUNC_WEIGHTS``
 (default data/weights), results store at ``$SEGUNC_CACHE`` (default data/cache).
@@ -15,16 +15,37 @@ import time
 from pathlib import Path
 
 import streamlit as st
+from streamlit import runtime
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `segunc` and `pages._*` import from the repository root
     sys.path.insert(0, str(ROOT))
 
+#: what the first view of any page needs, imported by ``python app.py`` before the server starts
+PRELOAD = ("pandas", "numpy", "plotly.graph_objects", "PIL.Image", "segunc.viz", "segunc.report.overview",
+           "segunc.store", "segunc.analysis.stats")
+
+
+def _serve() -> int:
+    """``python app.py [options]``: import :data:`PRELOAD` (0.4–0.5 s on a 2-core CPU) before the server
+    starts, so that the first visitor's landing page does not wait for it, then run ``streamlit run
+    app.py [options]`` in this process (the script then finds those modules loaded)."""
+    for name in PRELOAD:  # libraries only: a page module's st.cache_* needs the running server
+        importlib.import_module(name)
+    from streamlit.web import cli
+
+    sys.argv = ["streamlit", "run", str(Path(__file__).resolve()), *sys.argv[1:]]
+    return cli.main()
+
+
+if __name__ == "__main__" and not runtime.exists():  # run by Python, not by Streamlit's script runner
+    sys.exit(_serve())
+
+
 from pages._access import account_menu, hidden_pages, require_access  # noqa: E402
 from pages._filters import keep_state  # noqa: E402
 from pages._settings import PAGE_FILES  # noqa: E402
 from segunc import settings  # noqa: E402
-
 
 
 def _favicon():
@@ -41,9 +62,11 @@ def _favicon():
 
 
 #: what the other pages' first view loads: scipy's statistics and image filters (Review, Compare's contours),
-#: then PyTorch and the pipeline's code (Run, Your image). Set-up lists the backends without PyTorch.
+#: then PyTorch and the pipeline's code (the forms of Run and Your image, which a demo does not show; Set-up
+#: lists the backends without PyTorch)
 WARM_UP = ("scipy.stats", "scipy.ndimage", "segunc.analysis.errors", "segunc.analysis.review", "torch",
            "segunc.pipeline")
+MODEL_CODE = ("torch", "segunc.pipeline")
 #: seconds without a page run before the warm-up imports the next module: a page's images and charts
 #: are fetched after its script ends, and an import holds the interpreter while they are served
 IDLE_S = 1.5
@@ -93,7 +116,8 @@ def _warm_up() -> threading.Thread:
     whenever no page has run for :data:`IDLE_S` seconds, so that a later first visit does not wait for it
     (a page that needs a module still loading waits for that import only; Python's import locks make
     the two one import)."""
-    thread = threading.Thread(target=_import_all, args=(_activity(),), name="segunc-warm-up", daemon=True)
+    names = [n for n in WARM_UP if not (settings.app_mode() == "demo" and n in MODEL_CODE)]  # a demo runs nothing
+    thread = threading.Thread(target=_import_all, args=(_activity(), names), name="segunc-warm-up", daemon=True)
     thread.start()
     return thread
 

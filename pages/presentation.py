@@ -64,7 +64,8 @@ def settings_used(ov: dict) -> None:
         return
     st.caption("From each run's recorded spec, not the paper's defaults"
                + (f" — samples T = {', '.join(ov['samples'])}." if ov["samples"] else "."))
-    st.table(ov["settings"].set_index(ov["settings"].columns[0]))  # static HTML: no grid code to load
+    # static HTML, cells escaped: the landing view loads neither the grid's nor Arrow's code
+    st.markdown(viz.table_html(ov["settings"].set_index(ov["settings"].columns[0])), unsafe_allow_html=True)
 
 
 def slice_view(df) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-import torch
 
 from pages._access import principal
 from pages._data import store, sample_notice
@@ -17,12 +16,12 @@ from pages._backends import backend_readiness
 from pages._cluster import cluster_section, sent_pending
 from segunc import settings
 from segunc.analysis.profiles import tuned_choice_label, tuned_settings_text
-from segunc.config import (FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS, STOCHASTIC_SOURCES,
-                           UNCERTAINTIES, CRFParams, FusionConfig, PipelineConfig)
-from segunc.pipeline import all_mode_names
+from segunc.config import (DEFAULT_MODES, FUSION_SOURCES, FUSION_THRESHOLDS, FUSION_WEIGHTINGS, PLACEMENTS,
+                           STOCHASTIC_SOURCES, UNCERTAINTIES, CRFParams, FusionConfig, PipelineConfig)
+from segunc.backends import available_devices
 from segunc.runner.jobs import (JobSpec, cancel_job, ensure_worker, estimate_cost, job_status, list_jobs, submit_job,
                                 worker_alive)
-from segunc.runner.sweep import DEFAULT_MODES, select_slices
+from segunc.runner.selection import mode_names, select_slices
 from segunc.runner.tune import TUNED_FOLDER, apply_tuned, find_tuned, tuned_label
 from segunc.store import ResultStore
 
@@ -134,7 +133,7 @@ def what_to_run() -> tuple[list[str], list[str]]:
     st.subheader("What to run", divider="gray")
     c1, c2 = st.columns([1, 2])
     backends = c1.multiselect("Backends", ready, default=[b for b in ("unet",) if b in ready] or ready[:1], key="run_backends")
-    modes = c2.multiselect("Modes", all_mode_names(), default=list(DEFAULT_MODES), key="run_modes",
+    modes = c2.multiselect("Modes", mode_names(), default=list(DEFAULT_MODES), key="run_modes",
                            help="fusion needs its source modes and crf needs fusion; both are computed as needed")
     if why:
         st.caption(f"Not ready (weights or data missing): {', '.join(why)} — see the Set-up page for how to get them.")
@@ -145,9 +144,7 @@ def what_to_run() -> tuple[list[str], list[str]]:
               help="N slices evenly spaced over the whole selection, patient by patient (the CLI's --spread); "
                    "off: the first N (a few patients' volume edges)")
     c3.toggle("Tumour slices only", value=True, key="run_tumour", help="The paper evaluates tumour slices only")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
-        ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
-    c4.selectbox("Device", devices, key="run_device")
+    c4.selectbox("Device", available_devices(), key="run_device")
     return backends, modes
 
 

@@ -15,6 +15,7 @@ Pure functions: numpy arrays in, ``uint8`` RGB images or plotly figures out; no 
 """
 from __future__ import annotations
 
+import html
 from functools import lru_cache
 from typing import Mapping, Sequence
 
@@ -131,6 +132,19 @@ def colorbar_html(vmin: float, vmax: float, label: str, colorscale: str = "Virid
             f'<div style="margin-bottom:2px">{label}</div>'
             f'<div style="height:12px;border-radius:3px;background:linear-gradient(to right, {stops})"></div>'
             f'<div style="display:flex;justify-content:space-between">{tick_html}</div></div>')
+
+
+def table_html(df: pd.DataFrame, index: bool = True) -> str:
+    """``df`` as a static HTML table, every cell escaped (values may come from a snapshot): for small
+    tables that need no sorting, without the interactive grid's or Arrow's code in the browser."""
+    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    rows = [([k] if index else []) + list(v) for k, v in zip(df.index, df.itertuples(index=False, name=None))]
+    cell = 'style="padding:0.25rem 0.75rem;border-bottom:1px solid #0001;text-align:left;vertical-align:top"'
+    head = "".join(f"<th {cell}>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td {cell}>{html.escape('' if v is None else str(v))}</td>" for v in r) + "</tr>"
+                   for r in rows)
+    return (f'<table style="border-collapse:collapse;font-size:0.85rem;margin:0.2rem 0 0.8rem 0">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
 def legend_html() -> str:

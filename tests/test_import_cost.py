@@ -78,12 +78,20 @@ def _module_imports(page: Path) -> list[str]:
     return [m for m in mods if m.split(".")[0] in ("segunc", "pages")]
 
 
-def test_setup_page_imports_no_torch():
-    """What ``pages/home.py`` imports (the landing page outside demo mode) loads no PyTorch."""
-    mods = _module_imports(ROOT / "pages" / "home.py")
-    assert "segunc.backends" in mods and "segunc.runner.quick" in mods  # the readiness table and the quick demo
-    out = _probe("import importlib\nfor m in " + repr(mods) + ":\n    importlib.import_module(m)")
-    assert out["heavy"] == []
+@pytest.mark.parametrize("page", ["home", "run"])
+def test_setup_and_run_pages_import_no_torch(page):
+    """What ``pages/home.py`` (the landing page outside demo mode) and ``pages/run.py`` (a demo's Run page
+    shows no form) import loads no PyTorch; the Run form asks for the modes and devices when drawn."""
+    mods = _module_imports(ROOT / "pages" / f"{page}.py")
+    assert "segunc.backends" in mods or "pages._backends" in mods  # the readiness table
+    out = _probe("import importlib\nfor m in " + repr(mods) + ":\n    importlib.import_module(m)\n"
+                 "from segunc.runner.selection import mode_names\n"
+                 "out['before'] = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
+                 "from segunc.backends import available_devices\n"
+                 "out['modes'], out['devices'] = mode_names(), available_devices()")
+    assert out["before"] == [] and "torch" in out["heavy"]
+    assert set(out["modes"]) >= {"normal", "mc_dropout", "tta", "noisy", "box_jitter", "fusion", "crf"}
+    assert out["devices"][0] == "cpu"
 
 
 def test_job_specs_know_the_paper_modes_without_the_registry():
@@ -98,3 +106,4 @@ def test_job_specs_know_the_paper_modes_without_the_registry():
     for bad in (["nope"], ["normal", "nope"], []):
         with pytest.raises(ValueError, match="mode"):
             JobSpec(data="d", backend="unet", modes=bad)
+

@@ -247,3 +247,16 @@ def test_distribution_figure_stays_light_on_big_tables(kind):
                      (df.loc[(df.backend == b_) & (df["mode"] == m_), "dice"] > viz.box_stats(gg)["upperfence"])).sum()
                     for (b_, m_), gg in ((k, v["dice"].to_numpy()) for k, v in df.groupby(["backend", "mode"])))
         assert sum(len(t.y) for t in outliers) == n_out
+
+
+def test_table_html_escapes_every_cell():
+    import pandas as pd
+
+    from segunc.viz import table_html
+
+    df = pd.DataFrame({"value": ["<script>alert(1)</script>", None], "T": [5, 30]},
+                      index=pd.Index(["run <a>", "b & c"], name="run"))
+    out = table_html(df)
+    assert "<script>" not in out and "&lt;script&gt;" in out and "run &lt;a&gt;" in out and "b &amp; c" in out
+    assert out.count("<tr>") == 3 and "<th" in out and ">run</th>" in out and ">30</td>" in out
+    assert "run" not in table_html(df, index=False).split("<tbody>")[0]

@@ -251,6 +251,13 @@ def found_weights(weights_dir=None) -> dict:
             out[name] = None
     return out
 
+def available_devices() -> list[str]:
+    """The devices a sweep can run on here: ``cpu``, then ``cuda`` and ``mps`` when PyTorch sees them
+    (imports PyTorch)."""
+    mps = getattr(torch.backends, "mps", None)
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps and mps.is_available() else [])
+
+
 def box_from_mask(mask, margin: int = 0):
     """xyxy bounding box (float, pixels) of a boolean mask, grown by ``margin``; None if empty."""
     import numpy as np

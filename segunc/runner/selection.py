@@ -1,5 +1,5 @@
-"""Which slices a sweep covers, checked and chosen without loading any model code (the app's pages and
-a job's spec use it before PyTorch is imported)."""
+"""What a sweep covers: its slices, checked and chosen without loading any model code (the app's pages and
+a job's spec use them before PyTorch is imported), and the modes it may name."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ..data.lgg import SliceRef, discover, select, tumour_only
 
-__all__ = ["check_limit", "select_slices"]
+__all__ = ["check_limit", "mode_names", "select_slices"]
 
 
 def check_limit(limit) -> int | None:
@@ -31,3 +31,11 @@ def select_slices(data: Path | str, split: str = "val", all_slices: bool = False
         step = len(refs) / limit
         return [refs[int(i * step + step / 2)] for i in range(limit)]
     return refs[:limit]
+
+
+def mode_names() -> list[str]:
+    """Every mode a sweep may name: the registered stochastic modes, then the post-processing steps
+    (imports the pipeline, hence PyTorch: call it where a model-running form is drawn)."""
+    from ..pipeline import all_mode_names
+
+    return all_mode_names()
