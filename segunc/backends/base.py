@@ -251,6 +251,7 @@ def found_weights(weights_dir=None) -> dict:
             out[name] = None
     return out
 
+
 def available_devices() -> list[str]:
     """The devices a sweep can run on here: ``cpu``, then ``cuda`` and ``mps`` when PyTorch sees them
     (imports PyTorch)."""
