@@ -71,6 +71,17 @@ def runs() -> pd.DataFrame:
     return _runs(str(root), store_version(root))
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _run_links(root: str, version: float) -> pd.DataFrame:
+    return _store(root, read_only()).run_links()
+
+
+def run_links() -> pd.DataFrame:
+    """(key, run_id) of every run that asked for each result; cached until the store changes."""
+    root = settings.store_dir()
+    return _run_links(str(root), store_version(root))
+
+
 @st.cache_resource(show_spinner=False, max_entries=192)
 def _maps(root: str, key: str) -> dict[str, np.ndarray]:
     return _store(root, read_only()).load_maps(key)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages._data import describe, runs, sample_notice, significance
+from pages._data import describe, run_links, runs, sample_notice, significance
 from pages._errors import guard
 from pages._filters import open_clicked, selected_results
 from pages._settings import ensure_app
@@ -193,9 +193,10 @@ st.title("Metrics")
 sample_notice()
 
 with guard("The metrics page"):
-    selection = profiles.with_profiles(selected_results(), profiles.run_profiles(runs()))  # tuned / preset rows apart
+    # tuned / preset rows apart; a result shared by runs of several profiles is a row of each
+    selection = profiles.with_profiles(selected_results(), profiles.run_profiles(runs()), run_links())
     names = [m for m in METRIC_NAMES if m in selection.columns]
-    st.caption(f"{len(selection):,} results · {selection['slice_id'].nunique():,} slices · "
+    st.caption(f"{selection['key'].nunique():,} results · {selection['slice_id'].nunique():,} slices · "
                f"{selection['patient_id'].nunique():,} patients · {selection['backend'].nunique()} backend(s) × "
                f"{selection['mode'].nunique()} mode(s). Click a point to open that slice.")
     t_dist, t_table, t_tests = st.tabs(["Distributions", "Summary table", "Significance tests"], key="metrics_tab",

@@ -85,11 +85,26 @@ def test_run_page_applies_a_tuned_profile_and_metrics_labels_its_rows(tuned_stor
     _, counts = run_sweep(store, spec, progress=False)  # what the worker would do: one U-Net pass
     assert counts.computed == 1 and counts.failed == 0
 
+    # --preset paper computes Normal as the defaults do: the sweep finds the stored result (one key)
+    from segunc.cli.common import spec_from_args
+    paper = spec_from_args(build_parser().parse_args(
+        ["run", "--backend", "unet", "--weights", spec.weights, "--data", str(lgg_root), "--samples", str(SAMPLES),
+         "--limit", "1", "--modes", "normal", "--preset", "paper"]))
+    paper_job, counts = run_sweep(store, paper, progress=False)
+    assert counts.computed == 0 and counts.skipped == 1 and counts.failed == 0
+    links = store.run_links()
+    paper_keys = set(links.loc[links["run_id"] == paper_job, "key"])
+    assert len(paper_keys) == 1 and paper_keys <= set(links.loc[links["run_id"] != paper_job, "key"])
+
     at = open_page("metrics", state={"metrics_tab": "Summary table"})
     assert_clean(at)
     shown = at.dataframe[0].value
     rows = shown[(shown["backend"] == "unet") & (shown["mode"] == "normal")]
-    assert sorted(set(rows["profile"])) == ["", "tuned on val"]  # default rows and tuned ones, apart (per metric)
+    # default rows, tuned ones and the paper preset's (the stored default result, asked for by that run)
+    assert sorted(set(rows["profile"])) == ["", "paper preset", "tuned on val"]
+    nll = rows[rows["metric"] == "NLL"].set_index("profile")
+    assert nll.loc["paper preset", "n"] == nll.loc["", "n"] == 1
+    assert nll.loc["paper preset", "median"] == nll.loc["", "median"] != nll.loc["tuned on val", "median"]
     assert any("Not segunc's defaults" in c.value for c in at.caption)
     at = open_page("metrics", state={"m_metric": "dice"})
     assert_clean(at)

@@ -90,3 +90,22 @@ def test_find_tuned_lists_valid_profiles_newest_first(tmp_path):
     assert [e["tuned_at"] for e in found] == [2000.0, 1500.0, 1000.0]
     assert found[0]["doc"]["backend"] == "litemedsam"
     assert [e["path"].name for e in find_tuned(tmp_path / "missing")] == ["tuned_beside.json"]  # no store folder yet
+
+
+def test_a_result_shared_by_runs_of_two_profiles_is_a_row_of_each():
+    """--preset paper computes Normal exactly as the defaults do (one key): whichever sweep ran first,
+    Normal is a default row and a paper-preset row, and a tuned-only result stays tuned-only."""
+    labels = {"d": "", "p": "paper preset", "t": "tuned on val"}
+    df = pd.DataFrame({"key": ["k1", "k2", "k3"], "run_id": ["p", "p", "t"], "backend": "unet", "slice_id": "s1",
+                       "mode": ["normal", "tta", "fusion"], "dice": [0.8, 0.7, 0.9]})
+    links = pd.DataFrame({"key": ["k1", "k1", "k2", "k3", "k9"], "run_id": ["p", "d", "p", "t", "d"]})
+    out = profiles.with_profiles(df, labels, links)
+    assert out["mode"].tolist() == ["normal@paper preset", "normal", "tta@paper preset", "fusion@tuned on val"]
+    assert out["key"].tolist() == ["k1", "k1", "k2", "k3"]  # k9: not among the rows, not added
+    assert out["dice"].tolist() == [0.8, 0.8, 0.7, 0.9]
+    # the same rows whichever run computed k1 first
+    first_d = profiles.with_profiles(df.assign(run_id=["d", "p", "t"]), labels, links)
+    assert sorted(first_d["mode"]) == sorted(out["mode"])
+    # two default runs sharing a result: still one row
+    assert len(profiles.with_profiles(df, labels, pd.DataFrame({"key": ["k1", "k1"], "run_id": ["p", "p"]}))) == 3
+    assert profiles.with_profiles(df, labels, links.iloc[:0])["mode"].tolist() == profiles.with_profiles(df, labels)["mode"].tolist()

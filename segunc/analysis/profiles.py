@@ -13,6 +13,7 @@ import datetime as dt
 import json
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["TUNED", "PAPER", "SEP", "profile_label", "run_profiles", "profiled_mode", "split_profile",
@@ -69,15 +70,35 @@ def split_profile(mode: str) -> tuple[str, str]:
     return base, label
 
 
-def with_profiles(df: pd.DataFrame, profiles: Mapping[str, str]) -> pd.DataFrame:
+def with_profiles(df: pd.DataFrame, profiles: Mapping[str, str], links: pd.DataFrame | None = None) -> pd.DataFrame:
     """The metric rows with a ``profile`` column (the label of the row's run, ``""`` for defaults) and
     each profiled row's ``mode`` made a profiled mode, so statistics and plots keep it apart from
-    the default rows of that mode."""
+    the default rows of that mode.
+
+    ``links`` (``key``, ``run_id``: the store's :meth:`~segunc.store.ResultStore.run_links`) names every
+    run that asked for a result, not only the one that computed it. A result asked for by runs of
+    several profiles (``--preset paper`` computes Normal exactly as the defaults do: one key) is then
+    a row under each of their labels, so a profile's modes do not depend on which sweep ran first."""
     out = df.copy()
     if out.empty:
         out["profile"] = pd.Series(dtype=object)
         return out
-    out["profile"] = out["run_id"].map(lambda r: profiles.get(str(r), "")).fillna("")
+    label = (lambda r: profiles.get(str(r), ""))
+    out["profile"] = out["run_id"].map(label).fillna("")
+    if links is not None and len(links) and "key" in out.columns:
+        asked = links[links["key"].isin(out["key"])]
+        asked = pd.DataFrame({"key": asked["key"], "profile": asked["run_id"].map(label).fillna("")})
+        extra = asked.merge(out[["key", "profile"]], on=["key", "profile"], how="left", indicator=True)
+        extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge").drop_duplicates()
+        if len(extra):
+            pos = pd.Series(range(len(out)), index=out["key"].to_numpy())
+            first = ~out["key"].duplicated()
+            more = out[first].set_index("key").loc[extra["key"]].reset_index()
+            more["profile"] = extra["profile"].to_numpy()
+            order = np.concatenate([np.arange(len(out), dtype=float),
+                                    pos[~pos.index.duplicated()].loc[extra["key"]].to_numpy() + 0.5])
+            out = pd.concat([out, more[out.columns]], ignore_index=True).iloc[np.argsort(order, kind="stable")]
+            out = out.reset_index(drop=True)
     marked = out["profile"] != ""
     if marked.any():
         out.loc[marked, "mode"] = [profiled_mode(m, p) for m, p in zip(out.loc[marked, "mode"], out.loc[marked, "profile"])]

@@ -340,6 +340,11 @@ class ResultStore:
         df["created_at"] = pd.to_datetime(df["created_at"], unit="s", utc=True)
         return df
 
+    def run_links(self) -> pd.DataFrame:
+        """Every (key, run_id) pair of ``run_results``: each sweep that asked for a result, the one that
+        computed it and those that found it stored (a result can belong to several runs)."""
+        return pd.read_sql_query("SELECT key, run_id FROM run_results ORDER BY run_id, key", self.con)
+
     def reliability(self, keys: Sequence[str]) -> dict:
         """Pooled top-label reliability bins of these results (no maps read).
 
