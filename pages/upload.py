@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-import torch
 
 from pages._access import principal
 from pages._errors import explain, guard
@@ -20,7 +19,7 @@ from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, contour_legend_h
                            display_options, map_scale, result_panel)
 from segunc import settings, viz
 from segunc.analysis.stats import METRIC_LABELS
-from segunc.backends import BACKENDS, box_from_mask
+from segunc.backends import BACKENDS, box_from_mask, default_device
 from segunc.config import PipelineConfig
 from segunc.data.upload import UploadError, UploadedSlice, load_upload
 from segunc.metrics import METRIC_NAMES
@@ -56,10 +55,6 @@ def _refusal() -> str | None:
         return None
     return ("Demo mode is read-only: nothing is computed here." if who.read_only
             else "Running models on your own images is for runners; you are signed in as a viewer.")
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _modes_for(cls) -> list[str]:
@@ -125,7 +120,7 @@ def _run(name: str, upload, modes: list[str], samples: int, box) -> None:
     bar = st.progress(0.0, text="Loading the model…")
     cls = BACKENDS.get(name)
     weights = cls.find_weights()
-    backend, lock = _backend(name, str(weights) if weights else None, _device(),
+    backend, lock = _backend(name, str(weights) if weights else None, default_device(),
                              str(settings.app_data_dir()) if cls.needs_support else None)
     done = []
 
@@ -203,7 +198,7 @@ def model_choice(upload: UploadedSlice) -> None:
             elif box[0] >= box[2] or box[1] >= box[3]:
                 st.warning("The box needs x0 < x1 and y0 < y1.", icon=":material/warning:")
                 box = None
-    st.caption(f"Runs on {_device().upper()} here; a CPU run of the sampling modes on the MedSAM family takes "
+    st.caption(f"Runs on {default_device().upper()} here; a CPU run of the sampling modes on the MedSAM family takes "
                "minutes (one encoder pass per sample).")
     # a callback, not the button's return value: it survives the rerun of ensure_app() on a cold start
     st.button("Run", key="up_run", type="primary", icon=":material/play_arrow:", on_click=ss.update,

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .backends import BACKENDS
+from .backends import BACKENDS, default_device
 from . import settings
 from .config import PipelineConfig
 from .data.lgg import load_slice
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = PipelineConfig()
     p.add_argument("--samples", type=int, default=defaults.samples)
     p.add_argument("--slices", type=int, default=4)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=default_device())
     p.add_argument("--data", default=None)
     p.add_argument("--weights", default=None)
     p.add_argument("--batch-size", type=int, default=None, help="segunc/raw batch (default 8 on CPU, 64 on GPU)")

@@ -259,6 +259,12 @@ def available_devices() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps and mps.is_available() else [])
 
 
+def default_device() -> str:
+    """``cuda`` when PyTorch sees a CUDA GPU, else ``cpu`` (the upload page and ``bench``; a sweep's
+    device is always chosen explicitly). Imports PyTorch."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def box_from_mask(mask, margin: int = 0):
     """xyxy bounding box (float, pixels) of a boolean mask, grown by ``margin``; None if empty."""
     import numpy as np
