@@ -17,7 +17,7 @@ from segunc.data import load_image, load_mask
 from segunc.data.sample import sample_data_dir
 from segunc.runner.jobs import JobSpec
 from segunc.runner.worker import run_sweep
-from segunc.store.snapshot import import_snapshot
+from segunc.store.snapshot import import_snapshot, read_manifest
 from segunc.store import ResultStore
 from segunc.data.slice_pack import PACK_NAME, SlicePack, load_stored_slice, write_pack
 import pytest
@@ -103,3 +103,48 @@ def test_snapshot_carries_slices_and_cached_analyses(unet_weights, tmp_path):
     # the local store gets a pack too
     s = write_pack(store.root, [data])
     assert s["slices"] == 0 and len(s["missing"]) == 3  # data folder gone: listed, not fatal
+
+
+def test_snapshot_leaves_kept_samples_out_unless_asked(unet_weights, tmp_path, capsys):
+    """A store run with --keep-samples exports without the T samples by default (the maps, the
+    mask and the cached error stats unchanged, the rows' sha256 / size following the new files);
+    ``--with-samples`` keeps them."""
+    from segunc.cli import main
+
+    data = tmp_path / "lgg" / "kaggle_3m"
+    shutil.copytree(sample_data_dir(), data)
+    store = ResultStore(tmp_path / "cache")
+    spec = JobSpec(data=data, backend="unet", weights=unet_weights, modes=["normal", "mc_dropout"], split="val",
+                   limit=2, samples=4, seed=0, keep_samples=True)
+    run_sweep(store, spec, progress=False)
+    keys = store.metrics_frame()["key"].tolist()
+    assert len(keys) == 4
+    source_bytes = sum(r[0] for r in store.con.execute("SELECT map_bytes FROM results"))
+
+    lean = tmp_path / "lean.tar.gz"
+    assert main(["snapshot", "export", "--cache", str(store.root), "--out", str(lean)]) == 0
+    assert "left out the kept samples of 4 result(s)" in capsys.readouterr().out
+    m = read_manifest(lean)
+    assert m["samples_left_out"] == 4 and m["dropped_results"] == [] and m["precomputed"]["bundled"] == 4
+    assert m["map_bytes"] < source_bytes / 3
+    demo = ResultStore(import_snapshot(lean, tmp_path / "demo")["root"])
+    assert [r[0] for r in demo.con.execute("SELECT DISTINCT has_samples FROM results")] == [0]
+    for key in keys:
+        a, b = store.load_maps(key), demo.load_maps(key)
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        with pytest.raises(KeyError):
+            demo.load_samples(key)
+    err = stored_error_stats(demo, keys, None, cache=False)  # the reference: computed from the new files
+    got = stored_error_stats(demo, keys, None)
+    assert got.cached == 4 and got.computed == 0  # the bundle, under the new sha256
+    pd.testing.assert_frame_equal(got.frame.set_index("key").loc[keys], err.frame.set_index("key").loc[keys])
+    (demo.root / "analysis" / CACHE_VERSION / BUNDLE).unlink()
+    again = stored_error_stats(demo, keys, None)
+    assert again.cached == 4 and again.computed == 0  # the per-result files, renamed for the new sha256
+
+    full = tmp_path / "full.tar.gz"
+    assert main(["snapshot", "export", "--cache", str(store.root), "--out", str(full), "--with-samples"]) == 0
+    assert read_manifest(full)["samples_left_out"] == 0
+    kept = ResultStore(import_snapshot(full, tmp_path / "kept")["root"])
+    for key in keys:
+        assert np.array_equal(kept.load_samples(key), store.load_samples(key))

@@ -210,18 +210,20 @@ def precompute_analyses(store, data_root: Path | str | None = None, metrics: Seq
 
 
 def export_snapshot_with_analyses(out: Path | str, store_root: Path | str | None = None,
-                                  data: Path | str | None = None) -> dict:
+                                  data: Path | str | None = None, samples: bool = False) -> dict:
     """Fill the store's analysis caches (:func:`precompute_analyses`; a failure only costs the demo
     speed, never the export), then write the snapshot (:func:`segunc.store.snapshot.export_snapshot`),
-    so every page of a demo reads cached analyses. Returns the manifest."""
+    so every page of a demo reads cached analyses. ``samples``: keep the T samples of results stored
+    with them (left out by default: no page reads them). Returns the manifest."""
     from ..data.slice_pack import data_roots
     from ..store import ResultStore
     from ..store.snapshot import export_snapshot
+    from .stored import renamed_for_maps
 
     from .. import settings
 
     if not (settings.store_dir(store_root) / "store.sqlite").is_file():
-        return export_snapshot(out, store_root, data=data)  # no store here: its clear error, nothing created
+        return export_snapshot(out, store_root, data=data, samples=samples)  # no store: its clear error
     try:
         store = ResultStore(store_root)
         roots = data_roots(store.con, [data])
@@ -229,4 +231,4 @@ def export_snapshot_with_analyses(out: Path | str, store_root: Path | str | None
         root = store.root
     except Exception as exc:  # noqa: BLE001
         info, root = {"error": f"{type(exc).__name__}: {exc}"}, store_root
-    return export_snapshot(out, root, data=data, precomputed=info)
+    return export_snapshot(out, root, data=data, precomputed=info, samples=samples, rename_extra=renamed_for_maps)

@@ -29,7 +29,7 @@ import pandas as pd
 from .errors import BAND_PX, HIST_BINS, UNCERTAINTY_MAPS, pooled_error_detection, slice_error_stats
 
 __all__ = ["CACHE_VERSION", "BUNDLE", "SCALAR_SUFFIXES", "StoredErrors", "stored_error_stats", "write_bundle",
-           "mask_path_of", "slice_scores"]
+           "renamed_for_maps", "mask_path_of", "slice_scores"]
 
 #: cache folder name: bump when slice_error_stats or its defaults change
 CACHE_VERSION = f"error_stats-v1-b{BAND_PX}-otsu-{HIST_BINS}-log"
@@ -173,6 +173,29 @@ def write_bundle(store, errors: StoredErrors) -> int:
     except OSError:
         return 0
     return len(keys)
+
+
+def renamed_for_maps(member: str, blob: bytes, changed: Mapping[str, tuple[str, str]]) -> tuple[str, bytes]:
+    """A snapshot member (``analysis/...``) as it must read for map files rewritten at export, ``changed``
+    = {key: (old map sha256, new)} (their samples left out; the maps themselves, hence the error stats,
+    are the same): a per-result cache takes the new sha256 in its name, the bundle in its ``shas``; any
+    other file is returned as it is."""
+    parts = member.split("/")
+    if len(parts) < 3 or parts[:2] != ["analysis", CACHE_VERSION]:
+        return member, blob
+    if parts[2:] == [BUNDLE]:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        shas = [changed[str(k)][1] if str(k) in changed and str(h) == changed[str(k)][0] else str(h)
+                for k, h in zip(arrays["keys"], arrays["shas"])]
+        arrays["shas"] = np.array(shas, dtype=arrays["shas"].dtype)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return member, buf.getvalue()
+    key, _, rest = parts[-1].partition(".")
+    if key in changed and rest == f"{changed[key][0][:16]}.npz":
+        return "/".join([*parts[:-1], f"{key}.{changed[key][1][:16]}.npz"]), blob
+    return member, blob
 
 
 def _read_bundle(root: Path | str) -> tuple[dict[str, tuple[str, int]], np.ndarray, np.ndarray] | None:

@@ -41,9 +41,11 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Callable
 
 from .. import settings
 from ..fsutil import file_sha256
+from .maps import MapFileError, without_samples
 
 __all__ = ["SnapshotError", "export_snapshot", "import_snapshot", "read_manifest"]
 
@@ -79,13 +81,20 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> No
 
 # ---------------------------------------------------------------------------------------- export
 def export_snapshot(out: Path | str, store: Path | str | None = None, data: Path | str | None = None,
-                    precomputed: dict | None = None) -> dict:
+                    precomputed: dict | None = None, samples: bool = False,
+                    rename_extra: Callable[[str, bytes, dict], tuple[str, bytes]] | None = None) -> dict:
     """Write the store in ``store`` (default ``$SEGUNC_CACHE`` / ``data/cache``) to ``out``
     (a ``.tar.gz``), atomically; returns the manifest. It also holds the slices behind the results
     (image channels + mask, from ``data`` or the runs' data folders) and the
     analysis caches the store holds (filled beforehand by
     :func:`segunc.analysis.precompute.export_snapshot_with_analyses`, whose counts ``precomputed``
-    records), so the pages work from the snapshot alone."""
+    records), so the pages work from the snapshot alone.
+
+    The T samples kept by ``--keep-samples`` (for ``tune``; no page reads them) are left out unless
+    ``samples``: each such map file is written without them (:func:`.maps.without_samples`; its row's
+    sha256 and size follow, ``has_samples`` 0). ``rename_extra(member, bytes, changed)``, given
+    ``changed`` = {key: (old sha256, new sha256)}, returns an analysis cache file as it must be named
+    and written for the new map files (caches keyed by a map's sha256)."""
     from .. import PIPELINE_VERSION, __version__
     from .db import connect
 
@@ -110,7 +119,9 @@ def export_snapshot(out: Path | str, store: Path | str | None = None, data: Path
             dst.execute("BEGIN")
             files: list[tuple[str, bytes]] = []
             dropped: list[dict] = []
-            for key, rel, sha, size in dst.execute("SELECT key, map_file, map_sha256, map_bytes FROM results").fetchall():
+            changed: dict[str, tuple[str, str]] = {}  # key -> (old, new) map sha256 (samples left out)
+            rows = dst.execute("SELECT key, map_file, map_sha256, map_bytes, has_samples FROM results").fetchall()
+            for key, rel, sha, size, has_samples in rows:
                 problem = None
                 if not _MAP_RE.match(rel or ""):
                     problem = f"unexpected map file name {rel!r}"
@@ -121,6 +132,15 @@ def export_snapshot(out: Path | str, store: Path | str | None = None, data: Path
                             problem = "map file corrupt (size/sha256 mismatch)"
                     except FileNotFoundError:
                         problem = "map file missing"
+                if not problem and has_samples and not samples:
+                    try:
+                        data = without_samples(data)
+                    except MapFileError as exc:
+                        problem = f"map file unreadable ({exc})"
+                    else:
+                        changed[key] = (sha, _sha256(data))
+                        dst.execute("UPDATE results SET map_sha256 = ?, map_bytes = ?, has_samples = 0 WHERE key = ?",
+                                    (changed[key][1], len(data), key))
                 if problem:
                     dropped.append({"key": key, "map_file": rel, "problem": problem})
                     dst.execute("DELETE FROM results WHERE key = ?", (key,))
@@ -132,6 +152,9 @@ def export_snapshot(out: Path | str, store: Path | str | None = None, data: Path
             dst.executemany("DELETE FROM jobs WHERE job_id = ?", [(j,) for j in jobs])
             dst.execute("COMMIT")
             extras, extras_info = _extras(dst, root, data_dir)  # slice pack + analysis caches of the kept results
+            if changed and rename_extra is not None:
+                extras = [rename_extra(rel, blob, changed) if rel.startswith("analysis/") else (rel, blob)
+                          for rel, blob in extras]
             dst.execute("VACUUM")
             schema = dst.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
             n_results = dst.execute("SELECT COUNT(*) FROM results").fetchone()[0]
@@ -148,6 +171,7 @@ def export_snapshot(out: Path | str, store: Path | str | None = None, data: Path
             "results": n_results, "runs": n_runs, "map_files": len(files),
             "map_bytes": sum(len(d) for _, d in files),
             "db_sha256": _sha256(db_bytes), "db_bytes": len(db_bytes),
+            "samples_left_out": len(changed),
             "dropped_results": dropped, "dropped_jobs": jobs, **extras_info, "precomputed": precomputed or {},
             "extras": {rel: {"sha256": _sha256(blob), "bytes": len(blob)} for rel, blob in extras},
         }
