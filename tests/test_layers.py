@@ -22,7 +22,7 @@ PKG = ROOT / "segunc"
 
 #: layer order, bottom first; a module belongs to the layer of its longest matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("settings", ("segunc.settings", "segunc.fsutil", "segunc.registry")),
+    ("settings", ("segunc.settings", "segunc.fsutil", "segunc.registry", "segunc._torch")),
     ("config", ("segunc.config", "segunc.presets")),
     ("data", ("segunc.data",)),
     ("backends", ("segunc.backends",)),

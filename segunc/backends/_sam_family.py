@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._torch import F, nn, torch
+from .._torch import F, nn, torch
 from .base import Backend, box_from_mask, minmax01, sub_batch
 
 NO_PROMPT_LOGIT = -20.0

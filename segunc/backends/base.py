@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from .. import settings
 from ..fsutil import file_sha256
 from ..registry import Registry
-from ._torch import nn, torch
+from .._torch import nn, torch
 
 
 _SUB_BATCH: contextvars.ContextVar[slice | None] = contextvars.ContextVar("segunc_sub_batch", default=None)

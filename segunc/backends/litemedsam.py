@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 
 from ._sam_family import SamFamilyBackend
-from ._torch import nn
+from .._torch import nn
 from .base import BACKENDS, WeightsError, load_state_dict_file
 
 

@@ -17,7 +17,7 @@ Channel policy, no-prompt handling and dropout scopes: see :mod:`._sam_family`.
 from __future__ import annotations
 
 from ._sam_family import SamFamilyBackend
-from ._torch import F, nn, torch
+from .._torch import F, nn, torch
 from .base import BACKENDS, WeightsError, load_state_dict_file, minmax01
 
 

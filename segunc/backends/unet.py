@@ -10,7 +10,7 @@ MC-dropout sites: the output of every ReLU (two per block, 18 in all).
 """
 from __future__ import annotations
 
-from ._torch import nn, torch
+from .._torch import nn, torch
 from .base import BACKENDS, Backend, load_state_dict_file
 
 

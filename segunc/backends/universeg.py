@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ._torch import F, nn, torch
+from .._torch import F, nn, torch
 from .base import BACKENDS, Backend, load_state_dict_file, minmax01
 
 CHANNEL_POLICIES = ("flair", "luminance")

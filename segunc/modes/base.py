@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
-import torch
+from .._torch import torch
 
 from ..backends.base import Backend
 from ..registry import Registry

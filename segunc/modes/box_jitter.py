@@ -6,7 +6,7 @@ batch size (the decoder rounds differently per batch shape).
 """
 from __future__ import annotations
 
-import torch
+from .._torch import torch
 
 from .base import DECODE_BATCH, MODES, Mode, SliceInput, chunks
 

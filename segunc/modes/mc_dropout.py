@@ -31,19 +31,25 @@ dropped positions at O(p·n) random numbers instead of O(n) (100x fewer at p = 0
 """
 from __future__ import annotations
 
+import functools
 import weakref
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
-import torch
-from torch import nn
+from .._torch import nn, torch
 
 from ..backends.base import current_sub_batch
 from .base import DECODE_BATCH, MODES, Mode, SliceInput, chunks, slice_generator, step
 
-SITE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d,
-)
+#: the ``torch.nn`` module classes whose output is dropped (looked up when a model is first searched)
+SITE_TYPE_NAMES = ("ReLU", "ReLU6", "GELU", "SiLU", "LeakyReLU", "ELU", "Hardswish", "Mish", "PReLU", "Dropout",
+                   "Dropout2d")
+
+
+@functools.cache
+def site_types() -> tuple[type[nn.Module], ...]:
+    """The classes of :data:`SITE_TYPE_NAMES`."""
+    return tuple(getattr(nn, name) for name in SITE_TYPE_NAMES)
 
 
 def dropout_sites(scope: Iterable[nn.Module]) -> list[nn.Module]:
@@ -51,7 +57,7 @@ def dropout_sites(scope: Iterable[nn.Module]) -> list[nn.Module]:
     seen: dict[int, nn.Module] = {}
     for root in scope:
         for m in root.modules():
-            if isinstance(m, SITE_TYPES):
+            if isinstance(m, site_types()):
                 seen.setdefault(id(m), m)
     return list(seen.values())
 

@@ -11,7 +11,7 @@ x + ε clipped to [0, 255].
 """
 from __future__ import annotations
 
-import torch
+from .._torch import torch
 
 from .base import MODES, Mode, SliceInput, chunks, step
 

@@ -1,7 +1,7 @@
 """``normal``: one deterministic forward pass, y = f(x) (paper §3.2)."""
 from __future__ import annotations
 
-import torch
+from .._torch import torch
 
 from .base import MODES, Mode, SliceInput, step
 

@@ -26,7 +26,7 @@ import weakref
 from collections import OrderedDict
 from typing import Sequence
 
-import torch
+from .._torch import torch
 
 from .base import MODES, Mode, SliceInput, chunks
 

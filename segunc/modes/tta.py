@@ -32,8 +32,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from .._torch import F, torch
 
 from .base import MODES, Mode, SliceInput, chunks, step
 

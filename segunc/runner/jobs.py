@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import DEFAULT_MODES, PipelineConfig
+from ..config import PipelineConfig
 from .. import settings
 from ..store import ResultStore, canonical_json
 from ..store import jobs as job_table
@@ -82,8 +82,7 @@ class JobSpec:
 
     def __post_init__(self):
         check_limit(self.limit)
-        paper_modes = isinstance(self.modes, (list, tuple)) and self.modes and set(self.modes) <= set(DEFAULT_MODES)
-        if self.modes is not None and not paper_modes:  # the paper's six are known without importing the modes
+        if self.modes is not None:
             from .sweep import parse_modes
 
             parse_modes(self.modes)  # "" or an unknown mode: an error here, not a default sweep

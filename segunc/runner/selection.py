@@ -35,7 +35,7 @@ def select_slices(data: Path | str, split: str = "val", all_slices: bool = False
 
 def mode_names() -> list[str]:
     """Every mode a sweep may name: the registered stochastic modes, then the post-processing steps
-    (imports the pipeline, hence PyTorch: call it where a model-running form is drawn)."""
+    (the registries' names: no PyTorch imported, see :mod:`segunc._torch`)."""
     from ..pipeline import all_mode_names
 
     return all_mode_names()

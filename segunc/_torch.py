@@ -1,11 +1,12 @@
-"""PyTorch for the backends, imported on its first use rather than when a backend module is imported.
+"""PyTorch imported on its first use rather than when a backend or mode module is imported.
 
 The backends' descriptions (name, weight files, hint, needs a box / a support set, where the weights
-are) are class attributes, read by the app's Set-up, Run and Your-image pages to say which models can
-run. Listing them must not cost PyTorch's import (1–2 s, and the first page view waits for it), so the
-backend modules take ``torch``, ``nn`` and ``F`` from here: each name stands for its module and imports
-it when an attribute is first looked up (``torch.zeros``, ``nn.Module``). Networks that subclass
-``nn.Module`` live in their own modules (:mod:`.unet_net`, :mod:`.universeg_net`), imported by ``build``.
+are) are class attributes, and the mode and step names are registry keys: the app's Set-up, Run and
+Your-image pages and a job's validation read them. Listing them must not cost PyTorch's import (1–2 s,
+and the first page view waits for it), so the backend, mode and pipeline modules take ``torch``,
+``nn`` and ``F`` from here: each name stands for its module and imports it when an attribute is first
+looked up (``torch.zeros``, ``nn.Module``). Networks that subclass ``nn.Module`` live in their own
+modules (:mod:`.backends.unet_net`, :mod:`.backends.universeg_net`), imported by ``build``.
 """
 from __future__ import annotations
 
