@@ -47,8 +47,11 @@ def _error_stats(root: str, version: float, data: str, keys: tuple[str, ...]):
 
 
 def _default_score(scores: list[str]) -> int:
-    """Entropy in and 5 px around the predicted mask when available: on 40 val slices its Spearman ρ
-    with 1 − Dice was 0.71 (U-Net), against 0.14 for the image-mean entropy."""
+    """Entropy in and 5 px around the predicted mask when available. U-Net, all 229 val tumour slices:
+    Spearman ρ with 1 − Dice 0.53–0.65 by mode and AUROC 0.74–0.75 for Dice < 0.7, against ρ ≈ 0 (AUROC
+    0.46–0.52) for the image-mean entropy. Entropy inside the mask alone ranks the slices with a predicted
+    tumour better (ρ 0.55–0.80) but has no value on the 7 with none, all missed tumours: over all 229 it
+    is no better (AUROC 0.73–0.76)."""
     return scores.index("entropy_near") if "entropy_near" in scores else 0
 
 
