@@ -51,8 +51,10 @@ def no_results(message: str = "The results store is empty.") -> None:
         st.page_link(PAGE_FILES["run"], label="Go to Run", icon=":material/play_arrow:")
 
 
-def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> pd.DataFrame:
-    """Sidebar filters (runs, backends, modes, split) shared by the result pages; returns the selection."""
+def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None, separate=None) -> pd.DataFrame:
+    """Sidebar filters (runs, backends, modes, split) shared by the result pages; returns the selection,
+    through ``separate(selection)`` when given (Metrics: tuned / preset rows as modes of their own), so the
+    warning about results under several settings counts only those the page still pools."""
     with st.sidebar:
         st.subheader("Filters")
         rr = runs()
@@ -97,6 +99,8 @@ def result_filters(df: pd.DataFrame, modes_default: list[str] | None = None) -> 
         st.warning(f"**The modes cover different slices** ({_describe_cover(cover)}): their statistics are not "
                    "on the same slices. Switch on *Only slices common to all shown modes* in the sidebar "
                    f"({len(common_slices(out))} slices), or pick one run.", icon=":material/compare_arrows:")
+    if separate is not None:
+        out = separate(out)
     dup = int(out.duplicated(["backend", "mode", "slice_id"]).sum())
     if dup:
         st.sidebar.warning(f"{dup} slice result(s) exist under several settings; statistics average them. "
@@ -135,17 +139,18 @@ def _latest_slices(rr: pd.DataFrame) -> set[str]:
     return set()
 
 
-def selected_results(prepare=None, modes_default: list[str] | None = None) -> pd.DataFrame:
+def selected_results(prepare=None, modes_default: list[str] | None = None, separate=None) -> pd.DataFrame:
     """The result pages' common start: the store's metric rows through the sidebar filters; stops
     the page with a clear message when the store is empty or nothing matches. ``prepare(df)`` runs
-    on the whole frame before the filters (e.g. to apply a deep link)."""
+    on the whole frame before the filters (e.g. to apply a deep link); ``separate``: see
+    :func:`result_filters`."""
     df = metrics_frame()
     if df.empty:
         no_results()
         st.stop()
     if prepare is not None:
         prepare(df)
-    sel = result_filters(df, modes_default)
+    sel = result_filters(df, modes_default, separate)
     if sel.empty:
         st.info("Nothing matches the filters in the sidebar.", icon=":material/filter_alt_off:")
         st.stop()

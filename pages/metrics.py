@@ -194,7 +194,8 @@ sample_notice()
 
 with guard("The metrics page"):
     # tuned / preset rows apart; a result shared by runs of several profiles is a row of each
-    selection = profiles.with_profiles(selected_results(), profiles.run_profiles(runs()), run_links())
+    selection = selected_results(separate=lambda sel: profiles.with_profiles(sel, profiles.run_profiles(runs()),
+                                                                             run_links()))
     names = [m for m in METRIC_NAMES if m in selection.columns]
     st.caption(f"{selection['key'].nunique():,} results · {selection['slice_id'].nunique():,} slices · "
                f"{selection['patient_id'].nunique():,} patients · {selection['backend'].nunique()} backend(s) × "

@@ -106,6 +106,10 @@ def test_run_page_applies_a_tuned_profile_and_metrics_labels_its_rows(tuned_stor
     assert nll.loc["paper preset", "n"] == nll.loc["", "n"] == 1
     assert nll.loc["paper preset", "median"] == nll.loc["", "median"] != nll.loc["tuned on val", "median"]
     assert any("Not segunc's defaults" in c.value for c in at.caption)
+    # the tuned rows are shown apart, so nothing is pooled across settings: no warning that it is
+    assert not [w.value for w in at.warning if "several settings" in w.value]
+    at = open_page("calibration")  # a page that pools them says so
+    assert any("several settings" in w.value for w in at.warning)
     at = open_page("metrics", state={"m_metric": "dice"})
     assert_clean(at)
     figure = at.get("plotly_chart")[0].proto.spec
