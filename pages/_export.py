@@ -29,11 +29,13 @@ def chart_downloads(fig, name: str, key: str, formats: Sequence[str] = FORMATS, 
 
 def panel_downloads(rows: Sequence[Sequence[Panel | None]], row_labels: Sequence[str], col_labels: Sequence[str],
                     name: str, key: str, map_name: str, scale: tuple[float, float], cmap: str = "Viridis",
-                    alpha: float = 0.7, title: str | None = None, formats: Sequence[str] = FORMATS) -> None:
+                    alpha: float = 0.7, title: str | None = None, formats: Sequence[str] = FORMATS,
+                    label=None) -> None:
     """SVG / PDF / PNG (300 dpi) download buttons for a grid of :class:`~segunc.report.export.Panel`
-    (uncertainty over the anatomy, contours, one colour bar on ``scale``, legend, display labels)."""
+    (uncertainty over the anatomy, contours, one colour bar on ``scale``, legend, display labels;
+    ``label(column label)``: a column's title, default its display label)."""
     def render(fmt: str) -> bytes:
         return panel_grid_bytes(rows, row_labels, col_labels, fmt=fmt, map_name=map_name, vmin=scale[0],
-                                vmax=scale[1], cmap=cmap.lower(), alpha=alpha, title=title)
+                                vmax=scale[1], cmap=cmap.lower(), alpha=alpha, title=title, label=label)
 
     _buttons(render, name, key, formats, "the panels")

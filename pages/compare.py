@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._data import load_maps, metrics_frame, sample_notice
+from pages._data import load_maps, metrics_frame, run_links, runs, sample_notice
 from pages._errors import guard
 from pages._filters import selected_results
 from pages._settings import PAGE_FILES, ensure_app
@@ -22,6 +22,7 @@ from pages._viewer import (CHANNEL_NAMES, PANEL_CSS, VIEW_MAPS, contour_legend_h
 from segunc import viz
 from segunc.report.export import Panel, display_label
 from segunc.metrics import METRIC_NAMES
+from segunc.analysis import profiles
 from segunc.analysis.stats import METRIC_LABELS, order_backends, order_modes, sort_by_backend_mode
 
 ensure_app()
@@ -170,7 +171,8 @@ def panel_grid(backends: list[str], modes: list[str], rows: pd.DataFrame, maps: 
             cols = st.columns(per_row)
             for j, (col, mode) in enumerate(zip(cols, modes[start:start + per_row]), start=start):
                 with col:
-                    title = viz.mode_label(mode)
+                    label = rows.loc[(backend, mode), "profile"] if (backend, mode) in rows.index else ""
+                    title = viz.mode_label(mode) + (f" ({label})" if label else "")
                     title = f":blue[**{title}**] :material/my_location:" if f"{backend}:{mode}" == focus else f"**{title}**"
                     if (backend, mode) not in rows.index:
                         st.markdown(title)
@@ -188,11 +190,14 @@ def slice_metrics(slice_id: str, rows: pd.DataFrame, modes: list[str], map_name:
                   labels: list[str], scale: tuple[float, float], view: dict) -> None:
     """The panels as SVG / PDF / PNG, this slice's metrics table and its CSV."""
     if grid:
+        tags = {m: {rows.loc[(b, m), "profile"] for b in labels if (b, m) in rows.index} - {""} for m in modes}
+        titles = {m: viz.mode_label(m) + (f" ({' / '.join(sorted(tags[m]))})" if tags[m] else "") for m in modes}
         panel_downloads(grid, labels, modes, f"{slice_id}_{map_name}", "cmp_panels", map_name, scale, view["cmap"],
-                        view["alpha"], title=f"{slice_id} · {display_label(map_name)}")
+                        view["alpha"], title=f"{slice_id} · {display_label(map_name)}", label=titles.get)
     st.subheader("This slice's metrics", divider="gray")
     present = [c for c in METRIC_NAMES if c in rows.columns]
-    table = rows[present + [c for c in ("seconds", "pred_px", "threshold") if c in rows.columns]].reset_index()
+    shown = (["profile"] if rows.get("profile", pd.Series(dtype=object)).astype(bool).any() else [])
+    table = rows[shown + present + [c for c in ("seconds", "pred_px", "threshold") if c in rows.columns]].reset_index()
     table = sort_by_backend_mode(table)
     st.dataframe(table.rename(columns=METRIC_LABELS), hide_index=True, width="stretch", height=38 + 35 * len(table),
                  column_config={METRIC_LABELS[c]: st.column_config.NumberColumn(format="%.4f") for c in present})
@@ -201,8 +206,11 @@ def slice_metrics(slice_id: str, rows: pd.DataFrame, modes: list[str], map_name:
 
 
 def slice_results(sel: pd.DataFrame, slice_id: str) -> tuple[pd.DataFrame, dict]:
-    """The slice's results indexed by (backend, mode) (the newest of duplicates) and their stored maps."""
-    rows = sel[sel["slice_id"] == slice_id].set_index(["backend", "mode"])
+    """The slice's results indexed by (backend, mode) (the newest of duplicates) and their stored maps;
+    ``profile``: the label of a result computed with tuned / preset settings only (``""`` otherwise)."""
+    rows = sel[sel["slice_id"] == slice_id]
+    rows = rows.assign(profile=profiles.result_labels(rows, profiles.run_profiles(runs()), run_links()))
+    rows = rows.set_index(["backend", "mode"])
     rows = rows[~rows.index.duplicated(keep="last")]
     return rows, {bm: load_maps(rows.loc[bm, "key"]) for bm in rows.index}
 

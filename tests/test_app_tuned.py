@@ -110,6 +110,14 @@ def test_run_page_applies_a_tuned_profile_and_metrics_labels_its_rows(tuned_stor
     assert not [w.value for w in at.warning if "several settings" in w.value]
     at = open_page("calibration")  # a page that pools them says so
     assert any("several settings" in w.value for w in at.warning)
+    # Compare shows one result per mode (the newest: the tuned one here) and says which
+    slice_id = store.metrics_frame(run_ids=[job_id])["slice_id"].iloc[0]
+    at = open_page("compare", query={"slice": slice_id})
+    assert_clean(at)
+    titles = [m.value for m in at.markdown]
+    assert any("Normal (tuned on val)" in t for t in titles), titles
+    table = at.dataframe[0].value
+    assert "profile" in table.columns and "tuned on val" in set(table["profile"])
     at = open_page("metrics", state={"m_metric": "dice"})
     assert_clean(at)
     figure = at.get("plotly_chart")[0].proto.spec

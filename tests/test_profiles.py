@@ -109,3 +109,12 @@ def test_a_result_shared_by_runs_of_two_profiles_is_a_row_of_each():
     # two default runs sharing a result: still one row
     assert len(profiles.with_profiles(df, labels, pd.DataFrame({"key": ["k1", "k1"], "run_id": ["p", "p"]}))) == 3
     assert profiles.with_profiles(df, labels, links.iloc[:0])["mode"].tolist() == profiles.with_profiles(df, labels)["mode"].tolist()
+
+
+def test_a_result_is_labelled_only_when_no_default_run_asked_for_it():
+    labels = {"d": "", "p": "paper preset", "t": "tuned on val"}
+    df = pd.DataFrame({"key": ["k1", "k2", "k3", "k4"], "run_id": ["p", "p", "t", "p"]})
+    links = pd.DataFrame({"key": ["k1", "k1", "k2", "k3", "k4", "k4"], "run_id": ["p", "d", "p", "t", "p", "t"]})
+    assert profiles.result_labels(df, labels, links).tolist() == ["", "paper preset", "tuned on val",
+                                                                  "paper preset / tuned on val"]
+    assert profiles.result_labels(df, labels).tolist() == ["paper preset", "paper preset", "tuned on val", "paper preset"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["TUNED", "PAPER", "SEP", "profile_label", "run_profiles", "profiled_mode", "split_profile",
-           "with_profiles", "profile_column", "profile_note", "tuned_choice_label", "tuned_settings_text", "PROFILE_ORDER"]
+           "with_profiles", "result_labels", "profile_column", "profile_note", "tuned_choice_label", "tuned_settings_text", "PROFILE_ORDER"]
 
 TUNED = "tuned on val"
 PAPER = "paper preset"
@@ -103,6 +103,22 @@ def with_profiles(df: pd.DataFrame, profiles: Mapping[str, str], links: pd.DataF
     if marked.any():
         out.loc[marked, "mode"] = [profiled_mode(m, p) for m, p in zip(out.loc[marked, "mode"], out.loc[marked, "profile"])]
     return out
+
+
+def result_labels(df: pd.DataFrame, profiles: Mapping[str, str], links: pd.DataFrame | None = None) -> pd.Series:
+    """Per row of ``df`` (``key``, ``run_id``): ``""`` when a run with segunc's defaults asked for its result
+    (it is the default result, whatever else shares it), else the labels of the runs that did, joined by
+    `` / `` (e.g. ``tuned on val``): what a page showing one result per mode must say next to the mode."""
+    label = (lambda r: profiles.get(str(r), ""))
+    asked: dict[str, set[str]] = {}
+    if links is not None and len(links):
+        for k, r in zip(links["key"], links["run_id"]):
+            asked.setdefault(k, set()).add(label(r))
+    out = []
+    for k, r in zip(df["key"], df["run_id"]):
+        got = asked.get(k, set()) | {label(r)}
+        out.append("" if "" in got else " / ".join(sorted(got)))
+    return pd.Series(out, index=df.index, dtype=object)
 
 
 def tuned_choice_label(name: str, doc: Mapping[str, Any], tuned_at: float | None) -> str:
