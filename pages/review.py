@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._data import metrics_frame, store, store_version, sample_notice
+from pages._data import metrics_frame, run_links, runs, store, store_version, sample_notice
 from pages._errors import explain, guard
 from pages._filters import selected_results
 from pages._settings import PAGE_FILES, ensure_app
 from pages._export import chart_downloads
 from segunc import settings, viz
-from segunc.analysis import stats
+from segunc.analysis import profiles, stats
 from segunc.analysis import (StoredErrors, applicable_rows, applies, cost_quality, decomposition_summary,
                              review_outcome, risk_coverage_table, slice_scores, spearman_table, stored_error_stats,
                              tumour_free_summary)
@@ -97,6 +97,12 @@ def review_selection() -> tuple[pd.DataFrame, pd.DataFrame, StoredErrors | None,
     base = metrics_frame(tuple(ss.get("f_runs") or ()))
     base = _newest(base[base["backend"].isin(sel["backend"].unique()) & base["mode"].isin(sel["mode"].unique())])
     sel = _newest(sel)
+    tags = profiles.result_labels(sel, profiles.run_profiles(runs()), run_links())
+    if tags.astype(bool).any():  # the newest result of a mode may be a tuned / preset one: say so
+        counts = tags[tags != ""].value_counts()
+        st.info(f"Among the newest result of each slice and mode used here, {int(counts.sum()):,} of {len(sel):,} come "
+                "only from runs with non-default settings (" + ", ".join(f"{n:,} {t}" for t, n in counts.items())
+                + "). Pick one run under *Runs* in the sidebar to review one configuration.", icon=":material/tune:")
     try:
         root = settings.store_dir()
         errs = _error_stats(str(root), store_version(root), str(settings.app_data_dir()), tuple(base["key"]))

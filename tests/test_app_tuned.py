@@ -118,6 +118,9 @@ def test_run_page_applies_a_tuned_profile_and_metrics_labels_its_rows(tuned_stor
     assert any("Normal (tuned on val)" in t for t in titles), titles
     table = at.dataframe[0].value
     assert "profile" in table.columns and "tuned on val" in set(table["profile"])
+    at = open_page("review")  # its queue uses the newest result of each mode too, and says so
+    assert_clean(at)
+    assert any("non-default settings (1 tuned on val)" in i.value for i in at.info), [i.value for i in at.info]
     at = open_page("metrics", state={"m_metric": "dice"})
     assert_clean(at)
     figure = at.get("plotly_chart")[0].proto.spec
