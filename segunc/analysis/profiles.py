@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["TUNED", "PAPER", "SEP", "profile_label", "run_profiles", "profiled_mode", "split_profile",
-           "with_profiles", "result_labels", "profile_column", "profile_note", "tuned_choice_label", "tuned_settings_text", "PROFILE_ORDER"]
+           "with_profiles", "result_labels", "profile_column", "profile_note", "tuned_choice_label",
+           "tuned_settings_text", "PROFILE_ORDER"]
 
 TUNED = "tuned on val"
 PAPER = "paper preset"
