@@ -22,7 +22,7 @@ from segunc.backends import available_devices
 from segunc.runner.jobs import (JobSpec, cancel_job, ensure_worker, estimate_cost, job_status, list_jobs, submit_job,
                                 worker_alive)
 from segunc.runner.selection import mode_names, select_slices
-from segunc.runner.tune import TUNED_FOLDER, apply_tuned, find_tuned, tuned_label
+from segunc.runner.tune import TUNED_FOLDER, apply_tuned, find_tuned, tuned_label, whole_volume_caveat
 from segunc.store import ResultStore
 
 ensure_app()
@@ -176,6 +176,9 @@ def tuned_profile() -> dict | None:
     st.info(f"**Tuned on val** for **{entry['doc'].get('backend')}**: {tuned_settings_text(entry['doc'])}. These "
             "replace the temperature, fusion and CRF parameters below; the sampling parameters still apply.",
             icon=":material/tune:")
+    caveat = whole_volume_caveat(entry["doc"])
+    if caveat and not ss.get("run_tumour", True):
+        st.warning(f"**Slices without tumour are included:** {caveat}.", icon=":material/warning:")
     return entry
 
 

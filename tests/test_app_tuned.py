@@ -66,6 +66,7 @@ def test_run_page_applies_a_tuned_profile_and_metrics_labels_its_rows(tuned_stor
     at.run()
     assert_clean(at)
     assert any("Tuned on val" in i.value and "temperature 1.25" in i.value for i in at.info)
+    assert not [w for w in at.warning if "without tumour" in w.value]  # a fixed threshold: fine on whole volumes
     at.button(key="run_queue").click().run()
     assert_clean(at)
     job_id = at.session_state["run_last"][0]
@@ -125,3 +126,22 @@ def test_run_page_applies_a_tuned_profile_and_metrics_labels_its_rows(tuned_stor
     assert_clean(at)
     figure = at.get("plotly_chart")[0].proto.spec
     assert "Normal (tuned on val)" in figure
+
+
+def test_run_page_warns_when_a_tumour_slice_profile_meets_whole_volumes(tuned_store):
+    """An Otsu fusion tuned on tumour slices only marks background on slices without tumour: the Run
+    page says so when *Tumour slices only* is switched off."""
+    root, path = tuned_store
+    doc = json.loads(path.read_text())
+    doc["settings"]["fusion"].update(threshold="otsu", threshold_params={})
+    otsu = path.with_name("unet_otsu.json")
+    otsu.write_text(json.dumps({**doc, "all_slices": False}))
+    at = open_page("run")
+    at.selectbox(key="run_tuned").set_value(str(otsu.resolve()))
+    at.run()
+    assert_clean(at)
+    assert not [w for w in at.warning if "without tumour" in w.value]  # tumour slices, as tuned
+    at.toggle(key="run_tumour").set_value(False)
+    at.run()
+    assert_clean(at)
+    assert any("without tumour are included" in w.value and "'otsu' threshold" in w.value for w in at.warning)

@@ -128,3 +128,28 @@ def test_bad_tuned_file_is_a_clear_error(tmp_path, capsys, lgg_root):
                "--out", str(tmp_path / "o.csv"), "--tuned", str(bad)])
     assert rc == 2
     assert f"{bad}: not a tuned.json" in capsys.readouterr().err
+
+
+def test_settings_tuned_on_tumour_slices_warn_before_whole_volumes(tuned, tmp_path, capsys):
+    """A data-derived threshold tuned on tumour slices marks background on a slice without tumour:
+    `run --tuned --all-slices` says so (the run still goes ahead); tuned with --all-slices, no warning."""
+    from segunc.cli.common import spec_from_args
+    from segunc.cli import build_parser
+    from segunc.runner.tune import whole_volume_caveat
+
+    doc = tuned["doc"]
+    assert doc["all_slices"] is False
+    otsu = {**doc, "settings": {**doc["settings"], "fusion": {**doc["settings"]["fusion"], "threshold": "otsu",
+                                                              "threshold_params": {}}}}
+    fixed = {**otsu, "settings": {**otsu["settings"], "fusion": {**otsu["settings"]["fusion"], "threshold": "fixed",
+                                                                 "threshold_params": {"value": 0.5}}}}
+    assert "'otsu' threshold" in whole_volume_caveat(otsu) and "--all-slices" in whole_volume_caveat(otsu)
+    assert whole_volume_caveat(fixed) is None and whole_volume_caveat({**otsu, "all_slices": True}) is None
+    path = tmp_path / "tuned_otsu.json"
+    path.write_text(json.dumps(otsu))
+    base = ["run", "--backend", "unet", "--weights", str(tuned["weights"]), "--data", str(tuned["lgg"]),
+            "--tuned", str(path)]
+    spec_from_args(build_parser().parse_args(base + ["--all-slices"]))
+    assert f"warning: {path}: these settings were tuned on tumour slices only" in capsys.readouterr().err
+    spec_from_args(build_parser().parse_args(base))  # tumour slices: as tuned, nothing to say
+    assert capsys.readouterr().err == ""

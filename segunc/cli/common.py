@@ -159,8 +159,15 @@ def csv_list(value: str | None) -> list[str] | None:
 
 
 def spec_from_args(args: argparse.Namespace):
-    """The sweep of ``args`` as a :class:`segunc.runner.jobs.JobSpec`."""
+    """The sweep of ``args`` as a :class:`segunc.runner.jobs.JobSpec` (a warning on stderr when ``--tuned``
+    settings tuned on tumour slices only meet ``--all-slices``)."""
     from ..runner.jobs import JobSpec
+    from ..runner.tune import load_tuned, whole_volume_caveat
+
+    if getattr(args, "tuned", None) is not None and getattr(args, "all_slices", False):
+        caveat = whole_volume_caveat(load_tuned(args.tuned))
+        if caveat:
+            print(f"warning: {args.tuned}: {caveat}", file=sys.stderr)
 
     return JobSpec(data=data_root(args), backend=args.backend, weights=args.weights, modes=args.modes,
                    split=args.split, all_slices=args.all_slices, limit=args.limit, spread=bool(getattr(args, 'spread', False)),

@@ -37,7 +37,8 @@ import numpy as np
 from ..config import PipelineConfig
 from ..refine.crf import CRFParams
 
-__all__ = ["TuneError", "tune", "apply_tuned", "load_tuned", "find_tuned", "tuned_label", "TUNED_FOLDER",
+__all__ = ["TuneError", "tune", "apply_tuned", "load_tuned", "find_tuned", "tuned_label", "whole_volume_caveat",
+           "TUNED_FOLDER",
            "TEMPERATURES", "WEIGHTINGS", "THRESHOLDS",
            "CRF_CANDIDATES", "DICE_TOL"]
 
@@ -212,7 +213,7 @@ def tune(store, spec, *, out: Path | str | None = None, refs: list | None = None
         "settings": settings_of(chosen),
         "backend": spec.backend, "backend_options": dict(spec.backend_options),
         "weights": spec.weights_path(), "weights_sha256": spec.weights_sha256(),
-        "data": str(sweep_spec.data_root()), "split": spec.split,
+        "data": str(sweep_spec.data_root()), "split": spec.split, "all_slices": bool(spec.all_slices),
         "slices": [s.slice_id for s in slices], "failed_slices": [sid for sid, _ in counts.errors],
         "sampling": {"modes": modes, "samples": base.samples, "seed": base.seed, "p": base.p, "sigma": base.sigma,
                      "placement": base.placement},
@@ -225,6 +226,20 @@ def tune(store, spec, *, out: Path | str | None = None, refs: list | None = None
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(doc, indent=1, default=float))
     return doc
+
+
+def whole_volume_caveat(doc: dict) -> str | None:
+    """Why settings tuned on tumour slices only (the default, as the paper evaluates) should not be
+    applied to slices without tumour, or None when they may. A data-derived threshold (Otsu, percentile,
+    mean + k·SD) always splits the fused map, so on a tumour-free slice it marks the top of the
+    background (measured in ``docs/method.md`` §5). ``tune --all-slices`` scores candidates on such
+    slices too."""
+    threshold = (doc.get("settings") or {}).get("fusion", {}).get("threshold")
+    if doc.get("all_slices") or threshold not in ("otsu", "percentile", "mean_std"):
+        return None
+    return (f"these settings were tuned on tumour slices only and use the data-derived '{threshold}' threshold, "
+            "which marks part of the background of a slice without tumour as tumour (fusion); tune with "
+            "--all-slices to apply settings to whole volumes")
 
 
 def load_tuned(path: Path | str) -> dict:
