@@ -33,7 +33,7 @@ def panel_downloads(rows: Sequence[Sequence[Panel | None]], row_labels: Sequence
                     label=None) -> None:
     """SVG / PDF / PNG (300 dpi) download buttons for a grid of :class:`~segunc.report.export.Panel`
     (uncertainty over the anatomy, contours, one colour bar on ``scale``, legend, display labels;
-    ``label(column label)``: a column's title, default its display label)."""
+    ``label(row or column label)``: its title, default its display label)."""
     def render(fmt: str) -> bytes:
         return panel_grid_bytes(rows, row_labels, col_labels, fmt=fmt, map_name=map_name, vmin=scale[0],
                                 vmax=scale[1], cmap=cmap.lower(), alpha=alpha, title=title, label=label)

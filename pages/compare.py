@@ -193,7 +193,8 @@ def slice_metrics(slice_id: str, rows: pd.DataFrame, modes: list[str], map_name:
         tags = {m: {rows.loc[(b, m), "profile"] for b in labels if (b, m) in rows.index} - {""} for m in modes}
         titles = {m: viz.mode_label(m) + (f" ({' / '.join(sorted(tags[m]))})" if tags[m] else "") for m in modes}
         panel_downloads(grid, labels, modes, f"{slice_id}_{map_name}", "cmp_panels", map_name, scale, view["cmap"],
-                        view["alpha"], title=f"{slice_id} · {display_label(map_name)}", label=titles.get)
+                        view["alpha"], title=f"{slice_id} · {display_label(map_name)}",
+                        label=lambda s: titles.get(s) or display_label(s))  # rows: the backends
     st.subheader("This slice's metrics", divider="gray")
     present = [c for c in METRIC_NAMES if c in rows.columns]
     shown = (["profile"] if rows.get("profile", pd.Series(dtype=object)).astype(bool).any() else [])
