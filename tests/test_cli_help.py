@@ -56,7 +56,7 @@ def test_subcommand_help_imports_no_heavy_library(command):
 def test_the_probe_sees_a_heavy_import():
     """The same probe on a command that does load torch reports it (the check can fail)."""
     proc = subprocess.run([sys.executable, "-c", PROBE.replace('runpy.run_module("segunc", run_name="__main__", '
-                                                              'alter_sys=True)', "import segunc.pipeline"), "[]"],
+                                                              'alter_sys=True)', "import segunc.backends.unet_net"), "[]"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "torch" in json.loads(proc.stdout.rstrip("\n").split("\n")[-1])["heavy"]
 
