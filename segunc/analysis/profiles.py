@@ -91,15 +91,12 @@ def with_profiles(df: pd.DataFrame, profiles: Mapping[str, str], links: pd.DataF
         asked = pd.DataFrame({"key": asked["key"], "profile": asked["run_id"].map(label).fillna("")})
         extra = asked.merge(out[["key", "profile"]], on=["key", "profile"], how="left", indicator=True)
         extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge").drop_duplicates()
-        if len(extra):
-            pos = pd.Series(range(len(out)), index=out["key"].to_numpy())
-            first = ~out["key"].duplicated()
-            more = out[first].set_index("key").loc[extra["key"]].reset_index()
-            more["profile"] = extra["profile"].to_numpy()
-            order = np.concatenate([np.arange(len(out), dtype=float),
-                                    pos[~pos.index.duplicated()].loc[extra["key"]].to_numpy() + 0.5])
-            out = pd.concat([out, more[out.columns]], ignore_index=True).iloc[np.argsort(order, kind="stable")]
-            out = out.reset_index(drop=True)
+        if len(extra):  # a copy of the key's (first) row per profile, placed right after it
+            out["_pos"] = np.arange(len(out), dtype=float)
+            more = out.drop_duplicates("key").set_index("key").loc[extra["key"]].reset_index()
+            more = more.assign(profile=extra["profile"].to_numpy(), _pos=more["_pos"] + 0.5)
+            out = pd.concat([out, more[out.columns]], ignore_index=True).sort_values("_pos", kind="stable")
+            out = out.drop(columns="_pos").reset_index(drop=True)
     marked = out["profile"] != ""
     if marked.any():
         out.loc[marked, "mode"] = [profiled_mode(m, p) for m, p in zip(out.loc[marked, "mode"], out.loc[marked, "profile"])]

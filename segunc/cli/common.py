@@ -162,10 +162,10 @@ def spec_from_args(args: argparse.Namespace):
     """The sweep of ``args`` as a :class:`segunc.runner.jobs.JobSpec` (a warning on stderr when ``--tuned``
     settings tuned on tumour slices only meet ``--all-slices``)."""
     from ..runner.jobs import JobSpec
-    from ..runner.tune import load_tuned, whole_volume_caveat
+    from ..runner.tune import tuned_doc, whole_volume_caveat
 
     if getattr(args, "tuned", None) is not None and getattr(args, "all_slices", False):
-        caveat = whole_volume_caveat(load_tuned(args.tuned))
+        caveat = whole_volume_caveat(tuned_doc(args))  # the file config_from_args reads below, read once
         if caveat:
             print(f"warning: {args.tuned}: {caveat}", file=sys.stderr)
 

@@ -234,8 +234,10 @@ def whole_volume_caveat(doc: dict) -> str | None:
     mean + k·SD) always splits the fused map, so on a tumour-free slice it marks the top of the
     background (measured in ``docs/method.md`` §5). ``tune --all-slices`` scores candidates on such
     slices too."""
+    from ..fusion import DATA_THRESHOLDS
+
     threshold = (doc.get("settings") or {}).get("fusion", {}).get("threshold")
-    if doc.get("all_slices") or threshold not in ("otsu", "percentile", "mean_std"):
+    if doc.get("all_slices") or threshold not in DATA_THRESHOLDS:
         return None
     return (f"these settings were tuned on tumour slices only and use the data-derived '{threshold}' threshold, "
             "which marks part of the background of a slice without tumour as tumour (fusion); tune with "
@@ -303,7 +305,8 @@ def find_tuned(store_root: Path | str) -> list[dict]:
 
 
 # ------------------------------------------------------------------ command-line glue (thin)
-def _tuned_doc(args) -> dict | None:
+def tuned_doc(args) -> dict | None:
+    """The tuned.json of ``--tuned`` (None without it), read once per parsed command line."""
     path = getattr(args, "tuned", None)
     if path is None:
         return None
@@ -320,7 +323,7 @@ def profile_config(args, config: PipelineConfig) -> PipelineConfig:
 
     if getattr(args, "preset", None):
         config, _ = apply_preset(args.preset, args.backend, config, {}, getattr(args, "explicit", ()))
-    doc = _tuned_doc(args)
+    doc = tuned_doc(args)
     if doc is not None:
         from .jobs import JobSpec
 
