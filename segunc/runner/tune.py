@@ -13,7 +13,8 @@ Steps run in this order, each with the choices of the steps before it (coordinat
 Objective: τ, a calibration parameter, by the lowest mean NLL of the fused map (on 2 val slices
 the Dice-first rule picked τ = 3 for +0.011 Dice at 4× the NLL of τ = 1.25); every other step by
 the highest mean Dice over the slices, candidates within :data:`DICE_TOL` of it counting as tied
-and the lowest mean NLL among them winning.
+and the lowest mean NLL among them winning, then the higher Dice (threshold candidates share one
+probability map, so they always tie on NLL; list order must not decide).
 
 Samples are stored as float16 probabilities; a τ ≠ 1 candidate re-derives logits from them
 (clipped to [2⁻²⁴, 1 − 2⁻¹¹]), so a saturated pixel's logit is capped at ±7.6 there. The
@@ -122,7 +123,7 @@ def _best(cands: list[dict], objective: str = "dice") -> dict:
     if objective == "nll":
         return min(cands, key=lambda c: c["nll"])
     top = max(c["dice"] for c in cands)
-    return min((c for c in cands if c["dice"] >= top - DICE_TOL), key=lambda c: c["nll"])
+    return min((c for c in cands if c["dice"] >= top - DICE_TOL), key=lambda c: (c["nll"], -c["dice"]))
 
 
 def _search(slices, base: PipelineConfig, log: Callable[[str], None]) -> tuple[PipelineConfig, list[dict]]:
@@ -208,7 +209,7 @@ def tune(store, spec, *, out: Path | str | None = None, refs: list | None = None
         "profile": "tuned on val",
         "tuned_at": time.time(),
         "objective": f"temperature: min mean NLL of the fused map; weighting, threshold, crf: max mean Dice, "
-                     f"candidates within {DICE_TOL} of the best tied, lowest mean NLL wins; steps in order "
+                     f"candidates within {DICE_TOL} of the best tied, lowest mean NLL wins, then highest Dice; steps in order "
                      "temperature → weighting → threshold → crf, each given the earlier choices",
         "settings": settings_of(chosen),
         "backend": spec.backend, "backend_options": dict(spec.backend_options),
