@@ -78,6 +78,10 @@ class Cluster:
         self.address = f"127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Ray 2.60: a local ray.init() (e.g. `run --executor ray` without an address) writes
+        # ~/.ray/auth_token; with it there `ray start --head` turns token auth on but `ray start --address`
+        # does not, and the second node cannot join ("InvalidAuthToken"). The test cluster says its mode.
+        self.env["RAY_AUTH_MODE"] = "disabled"
         # the nodes ask for 2 threads (Ray keeps a set $OMP_NUM_THREADS): the sweep's workers must still
         # use the executor's pinned count, or their maps would not match a 1-thread local run
         self.env["OMP_NUM_THREADS"] = "2"

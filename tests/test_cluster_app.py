@@ -74,7 +74,8 @@ def test_run_page_sends_a_sweep_to_the_cluster(cluster, browser, lgg_root, unet_
     t0 = time.monotonic()
     store = tmp_path / "store"
     env = {"SEGUNC_CACHE": str(store), "SEGUNC_DATA": str(lgg_root), "SEGUNC_WEIGHTS": str(unet_weights.parent),
-           "SEGUNC_RAY_ADDRESS": cluster.address, "RAY_USAGE_STATS_ENABLED": "0"}
+           "SEGUNC_RAY_ADDRESS": cluster.address, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": cluster.env["RAY_AUTH_MODE"]}
     srv = Server(env, tmp_path / "streamlit.log", args=("--secrets.files", str(_secrets(tmp_path / "secrets.toml"))))
     try:
         # --- a viewer: no Run page, no cluster control
